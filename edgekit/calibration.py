@@ -1,0 +1,108 @@
+"""Activation ranges from real images, in a form every backend can reuse.
+
+ONNX Runtime's calibrators do the statistics (min/max, percentile histograms, KL entropy); edgekit feeds
+them through ORT's one-method `CalibrationDataReader` and writes the result twice: as ORT's own cache
+(so `quantize_static` uses exactly these ranges) and as a portable calibration.json,
+`{tensor name in model.fp32.onnx: {"min": f, "max": f}}`, which the other targets read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .data import ImageSet, Preprocess
+from .export import INPUT_NAME
+
+METHODS = ("minmax", "percentile", "entropy")
+CALIB_BATCH = 16
+
+
+class ImageReader:
+    """ORT CalibrationDataReader over an ImageSet: one preprocessed batch per `get_next()`, with progress."""
+
+    def __init__(self, images: ImageSet, pre: Preprocess, desc: str, batch: int = CALIB_BATCH) -> None:
+        self._batches = images.batches(pre, batch)
+        self._bar = tqdm(total=len(images), desc=desc, unit="img", leave=False, dynamic_ncols=True)
+
+    def get_next(self) -> dict | None:
+        x = next(self._batches, None)
+        if x is None:
+            self._bar.close()
+            return None
+        self._bar.update(len(x))
+        return {INPUT_NAME: x}
+
+
+@dataclass
+class Calibration:
+    method: str
+    samples: int
+    seconds: float
+    ranges: dict[str, tuple[float, float]]  # tensor name -> (min, max)
+    options: dict
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method, "samples": self.samples, "seconds": round(self.seconds, 3),
+            "options": self.options, "reference_model": "model.fp32.onnx",
+            "tensors": {k: {"min": lo, "max": hi} for k, (lo, hi) in sorted(self.ranges.items())},
+        }
+
+    def write_ort_cache(self, path: Path) -> None:
+        """The ranges as ORT's calibration cache, so quantize_static quantizes with exactly these."""
+        from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+
+        method = _ort_method(self.method)
+        data = {
+            k: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+            for k, (lo, hi) in self.ranges.items()
+        }
+        save_tensors_data(TensorsData(method, data), path)
+
+
+def _ort_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy}[name]
+
+
+# Per-method options handed to ORT's calibrator; recorded in calibration.json so a run can be repeated.
+METHOD_OPTIONS = {
+    "minmax": {},
+    "percentile": {"percentile": 99.999, "num_bins": 2048},
+    "entropy": {"num_bins": 512, "num_quantized_bins": 128},
+}
+
+
+def calibrate(fp32_onnx: Path, images: ImageSet, pre: Preprocess, method: str) -> Calibration:
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    options = METHOD_OPTIONS[method]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgekit-calib-") as tmp:
+        calibrator = create_calibrator(
+            Path(fp32_onnx), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=_ort_method(method), extra_options=dict(options),
+        )
+        # ORT's histogram collector stacks per-batch outputs and needs equal batch sizes: feed those
+        # methods one image at a time. MinMax only reduces, so it takes batches.
+        reader = ImageReader(images, pre, f"calibrating ({method})", batch=CALIB_BATCH if method == "minmax" else 1)
+        # ORT's histogram calibrators print their progress and settings to stdout; keep the table clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            calibrator.collect_data(reader)
+            tensors = calibrator.compute_data()
+        del calibrator
+    ranges = {
+        name: (float(np.asarray(td.range_value[0])), float(np.asarray(td.range_value[1])))
+        for name, td in tensors.data.items()
+    }
+    return Calibration(method, len(images), time.perf_counter() - start, ranges, options)

@@ -1,0 +1,198 @@
+"""The quantize stage: model file + calibration images -> workspace with fp32 and int8 ONNX, measured.
+
+    load -> settle input/preprocess -> export fp32 ONNX (checked) -> calibrate ranges -> QDQ int8
+         -> evaluate both on the eval set -> quantize.json, calibration.json, manifest.json
+
+Scheme: ONNX Runtime static quantization in QDQ format; weights int8 symmetric per output channel,
+activations int8 per tensor (asymmetric) from the calibrated ranges. This is the TFLite/ARM integer
+scheme too, so the portable model.int8.onnx is a sensible starting point for every target.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import metrics
+from .calibration import METHODS, Calibration, calibrate
+from .data import ImageSet, open_images
+from .errors import EdgekitError
+from .export import export_onnx
+from .inputspec import resolve_preprocess
+from .model import count_params, load_model
+from .ort_runner import OrtModel, run_models
+from .workspace import Workspace, write_json_atomic
+
+# Chosen by measurement on the bundled teacher (see README, "Choosing the calibration method").
+DEFAULT_METHOD = "percentile"
+DEFAULT_CALIB_SIZE = 512
+HELD_OUT_FRACTION = 0.2  # of the calibration set, used for agreement when no --eval is given
+EVAL_BATCH = 64
+
+
+@dataclass
+class QuantizeOptions:
+    method: str = DEFAULT_METHOD
+    calib_size: int | None = DEFAULT_CALIB_SIZE
+    seed: int = 0
+    batch: int = EVAL_BATCH
+    threads: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise EdgekitError(f"unknown calibration method {self.method!r}", f"use one of: {', '.join(METHODS)}")
+        if self.calib_size is not None and self.calib_size < 1:
+            raise EdgekitError(f"--calib-size must be at least 1, got {self.calib_size}", "e.g. --calib-size 300")
+        if self.batch < 1:
+            raise EdgekitError(f"--batch must be at least 1, got {self.batch}", "e.g. --batch 64")
+
+
+def quantize(
+    model: str | Path,
+    calib: str | Path,
+    *,
+    eval: str | Path | None = None,  # noqa: A002 - mirrors the CLI's --eval
+    workdir: str | Path = "edgekit-out",
+    arch: str | None = None,
+    trust_pickle: bool = False,
+    input_shape: str | None = None,
+    size: str | int | None = None,
+    channels: int | None = None,
+    mean: str | None = None,
+    std: str | None = None,
+    resize: int | None = None,
+    method: str = DEFAULT_METHOD,
+    calib_size: int | None = DEFAULT_CALIB_SIZE,
+    seed: int = 0,
+    batch: int = EVAL_BATCH,
+    threads: int = 0,
+    log=print,
+) -> dict:
+    """Quantize `model` to int8 with ranges calibrated on `calib`; returns the quantize.json content."""
+    opts = QuantizeOptions(method, calib_size, seed, batch, threads)
+    ws = Workspace(workdir)
+    ws.read_manifest()  # refuse a foreign/hand-edited workspace before doing any work
+    loaded = load_model(model, arch=arch, trust_pickle=trust_pickle)
+    calib_set = open_images(calib, "calibration")
+    eval_set = open_images(eval, "eval") if eval is not None else None
+    pre, notes = resolve_preprocess(loaded, calib_set, input_shape=input_shape, size=size,
+                                    channels=channels, mean=mean, std=std, resize=resize)
+    log(f"model: {loaded.path} ({loaded.format.replace('_', ' ')}, {count_params(loaded.module):,} parameters)")
+    log(f"input: {pre.describe()}")
+    for note in notes:
+        log(f"  note: {note}")
+    if calib_set.skipped:
+        log(f"  note: {len(calib_set.skipped)} unreadable or non-image calibration files skipped")
+
+    if eval_set is None:
+        calib_set, eval_set = calib_set.split(HELD_OUT_FRACTION, seed)
+        eval_label = f"held-out {len(eval_set)} of the calibration images (no --eval): agreement only"
+        eval_set.labels = None  # agreement with fp32 only; calibration labels are not an accuracy claim
+    else:
+        eval_label = f"{eval_set.source} ({len(eval_set)} images, {'labelled' if eval_set.labels else 'no labels'})"
+    calib_set = calib_set.sample(opts.calib_size, seed)
+    log(f"calibration: {len(calib_set)} images from {calib}, method {opts.method}")
+    log(f"eval: {eval_label}")
+
+    with ws.stage("quantize") as stage:
+        fp32_path, int8_path = stage.path("model.fp32.onnx"), stage.path("model.int8.onnx")
+        example = np.stack([calib_set.load(i, pre) for i in range(min(2, len(calib_set)))])
+        check = export_onnx(loaded, example, fp32_path)
+        num_classes = int(OrtModel(fp32_path)(example).shape[1])
+        _check_labels(eval_set, num_classes)
+
+        cal = calibrate(fp32_path, calib_set, pre, opts.method)
+        t0 = time.perf_counter()
+        quantize_qdq(fp32_path, int8_path, cal, stage.path(".ort-calibration-cache.json"))
+        quant_seconds = time.perf_counter() - t0
+        stage.path(".ort-calibration-cache.json").unlink()
+
+        logits = run_models({"fp32": OrtModel(fp32_path, threads), "int8": OrtModel(int8_path, threads)},
+                            eval_set, pre, opts.batch, "evaluating fp32 + int8")
+        report = build_report(loaded, pre, cal, check, logits, eval_set, eval_label,
+                              fp32_path.stat().st_size, int8_path.stat().st_size, quant_seconds)
+        write_json_atomic(stage.path("calibration.json"), cal.to_dict())
+        write_json_atomic(stage.path("quantize.json"), report)
+        stage.commit(
+            {
+                "source": loaded.describe(),
+                "input": {"name": "input", "shape": [None, pre.channels, pre.height, pre.width], "num_classes": num_classes},
+                "preprocess": pre.to_dict(),
+                "classes": list(eval_set.classes) if eval_set.classes else None,
+                "calibration_data": {"path": str(calib), "samples": len(calib_set), "seed": seed},
+                "eval_data": {"path": str(eval) if eval is not None else None, "images": len(eval_set)},
+            },
+            {"options": {"method": opts.method, "calib_size": opts.calib_size, "seed": seed, "arch": arch}},
+        )
+    return report
+
+
+def quantize_qdq(fp32_path: Path, int8_path: Path, cal: Calibration, cache_path: Path,
+                 nodes_to_exclude: list[str] | None = None) -> None:
+    """QDQ int8 with exactly the calibrated ranges (handed to ORT through its calibration cache)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import CalibrationMethod  # noqa: F401 - the cache names the method
+
+    from .calibration import _ort_method
+
+    cal.write_ort_cache(cache_path)
+    quantize_static(
+        str(fp32_path), str(int8_path), calibration_data_reader=None,
+        quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        calibrate_method=_ort_method(cal.method), calibration_cache_path=str(cache_path),
+        nodes_to_exclude=nodes_to_exclude or [],
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+    )
+
+
+def _check_labels(images: ImageSet, num_classes: int) -> None:
+    if images.labels is None:
+        return
+    if images.classes and len(images.classes) != num_classes:
+        raise EdgekitError(
+            f"the eval set has {len(images.classes)} classes but the model outputs {num_classes}",
+            "point --eval at data with the model's classes (one sub-folder per class, in the training order)",
+        )
+    if max(images.labels) >= num_classes:
+        raise EdgekitError(f"eval label {max(images.labels)} is out of range for a {num_classes}-class model",
+                           "check the labels in the eval data")
+
+
+def build_report(loaded, pre, cal: Calibration, check, logits: dict[str, np.ndarray], eval_set: ImageSet,
+                 eval_label: str, fp32_size: int, int8_size: int, quant_seconds: float) -> dict:
+    fp32, int8 = logits["fp32"], logits["int8"]
+    labels = np.asarray(eval_set.labels) if eval_set.labels is not None else None
+    fp32_top1 = metrics.topk(fp32, labels) if labels is not None else None
+    int8_top1 = metrics.topk(int8, labels) if labels is not None else None
+    report = {
+        "fp32": {"top1": fp32_top1, "size_bytes": fp32_size},
+        "int8": {
+            "top1": int8_top1,
+            "agreement": metrics.agreement(int8, fp32),
+            "cosine": metrics.cosine(int8, fp32),
+            "size_bytes": int8_size,
+        },
+        "drop_points": None if labels is None else round(100 * (fp32_top1 - int8_top1), 4),
+        "size_ratio": int8_size / fp32_size,
+        "calibration": {"method": cal.method, "samples": cal.samples, "seconds": round(cal.seconds, 3)},
+        "quantization": {
+            "format": "QDQ", "weights": "int8 symmetric per-channel", "activations": "int8 asymmetric per-tensor",
+            "seconds": round(quant_seconds, 3),
+        },
+        "eval": {"source": eval_label, "images": len(eval_set), "labelled": labels is not None},
+        "export": check.to_dict(),
+        "model": loaded.describe(),
+        "preprocess": pre.to_dict(),
+    }
+    if labels is not None:
+        fp32_pc = metrics.per_class_top1(fp32, labels, fp32.shape[1])
+        int8_pc = metrics.per_class_top1(int8, labels, fp32.shape[1])
+        drops = [(a - b) for a, b in zip(fp32_pc, int8_pc) if a is not None and b is not None]
+        report["int8"]["worst_class_drop_points"] = round(100 * max(drops), 4) if drops else None
+    return report

@@ -1,0 +1,46 @@
+"""Plain-text tables for the terminal: aligned columns, no dependencies."""
+
+from __future__ import annotations
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        first = str(cells[0]).ljust(widths[0])
+        rest = [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        return "  ".join([first, *rest]).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def pct(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f} %"
+
+
+def size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def quantize_table(report: dict) -> str:
+    fp32, int8 = report["fp32"], report["int8"]
+    drop = report["drop_points"]
+    cal = report["calibration"]
+    rows = [
+        ["top-1", pct(fp32["top1"]), pct(int8["top1"]), "-" if drop is None else f"{-drop:+.2f} pts"],
+        ["top-1 agreement with fp32", "", pct(int8["agreement"]), ""],
+        ["logit cosine vs fp32", "", f"{int8['cosine']:.5f}", ""],
+        ["file size", size(fp32["size_bytes"]), size(int8["size_bytes"]), f"{report['size_ratio']:.2f}x"],
+    ]
+    if int8.get("worst_class_drop_points") is not None:
+        rows.insert(1, ["worst class drop", "", f"{int8['worst_class_drop_points']:.2f} pts", ""])
+    footer = (
+        f"calibration: {cal['method']}, {cal['samples']} images, {cal['seconds']:.1f} s;"
+        f" eval: {report['eval']['source']}"
+    )
+    return format_table(["", "fp32", "int8", "change"], rows) + "\n" + footer
