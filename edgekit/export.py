@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from .errors import EdgekitError
 from .model import LoadedModel
@@ -101,11 +102,15 @@ def _export_raw(model: LoadedModel, example: np.ndarray, path: Path) -> str:
                 target, dynamic = model.program, None  # the program carries its own dynamic dims
             else:
                 target, dynamic = model.module, ({0: torch.export.Dim("batch", min=1, max=4096)},)
-            torch.onnx.export(
-                target, (x,), str(path), dynamo=True, external_data=False, opset_version=OPSET,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=dynamic,
-                verbose=False, report=False,
+            # No input_names here: with them, torch 2.13 re-traces an ExportedProgram and pins the batch
+            # dimension to the example's size. The names are set on the ONNX graph afterwards instead.
+            program = torch.onnx.export(
+                target, (x,), dynamo=True, external_data=False, opset_version=OPSET,
+                dynamic_shapes=dynamic, verbose=False, report=False,
             )
+            proto = program.model_proto  # a fresh proto on each access: rename one and save that one
+            _rename_io(proto)
+            onnx.save(proto, str(path))
             return "dynamo"
         except EdgekitError:
             raise
@@ -116,6 +121,16 @@ def _export_raw(model: LoadedModel, example: np.ndarray, path: Path) -> str:
                 f"the model cannot be exported to ONNX: {what}",
                 "replace that op with ONNX-exportable ones, or register a translation (torch.onnx custom_translation_table)",
             ) from e
+
+
+def _rename_io(model) -> None:
+    """Name the graph's single input and output `input` / `logits`, as every later stage expects."""
+    renames = {model.graph.input[0].name: INPUT_NAME, model.graph.output[0].name: OUTPUT_NAME}
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.name = renames[value.name]
+    for node in model.graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
 
 
 _OP_PATTERNS = (

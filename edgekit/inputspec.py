@@ -52,7 +52,7 @@ def resolve_preprocess(
     model_shape = model.input_shape
 
     # Channels: the model's own word wins; the user's must agree with it.
-    model_c = model_shape[1] if model_shape else model.channels
+    model_c = model_shape[1] if model_shape and model_shape[1] > 0 else model.channels
     c = shape[1] if shape else channels if channels is not None else model_c
     if c is None:
         c = 3
@@ -63,7 +63,7 @@ def resolve_preprocess(
                                f"pass {model_c} channel(s), the ones it was trained on")
 
     hw = shape[2:] if shape else user_hw
-    if model_shape is not None:
+    if model_shape is not None and min(model_shape[2:]) > 0:
         model_hw = tuple(model_shape[2:])
         if hw is not None and tuple(hw) != model_hw:
             raise EdgekitError(f"the model was exported for {model_hw[0]}x{model_hw[1]} inputs, not {hw[0]}x{hw[1]}",
@@ -76,8 +76,12 @@ def resolve_preprocess(
     mean_v, std_v = parse_floats(mean, "mean"), parse_floats(std, "std")
     if mean_v is None or std_v is None:
         notes.append(
-            f"normalization: mean {','.join(map(str, mean_v or DEFAULT_MEAN))}, std {','.join(map(str, std_v or DEFAULT_STD))}"
+            f"normalization: mean {_fmt(mean_v or DEFAULT_MEAN)}, std {_fmt(std_v or DEFAULT_STD)}"
             " (default, pixels on 0..1): pass --mean/--std exactly as used in training"
         )
     pre = Preprocess(int(hw[0]), int(hw[1]), int(c), mean_v or DEFAULT_MEAN, std_v or DEFAULT_STD, resize)
     return pre, notes
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return ",".join(f"{v:g}" for v in values)

@@ -173,22 +173,26 @@ def build_from_arch(arch: str | None, state: dict, path: Path):
                            "the factory must build the model with no arguments") from None
     if not isinstance(module, torch.nn.Module):
         raise EdgekitError(f"--arch {arch} returned {type(module).__name__}, not an nn.Module", "return the model")
-    result = module.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        parts = []
-        if result.missing_keys:
-            parts.append(f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[0]})")
-        if result.unexpected_keys:
-            parts.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
-        raise EdgekitError(f"the weights in {path} do not fit --arch {arch}: keys {'; '.join(parts)}",
-                           "pass the factory the weights were trained with")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        size_line = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), _first_line(e))
-        raise EdgekitError(f"the weights in {path} do not fit --arch {arch}: {size_line}",
+        raise EdgekitError(f"the weights in {path} do not fit --arch {arch}: {_state_dict_mismatch(module, state, e)}",
                            "pass the factory (and width/classes) the weights were trained with") from None
     return module.eval()
+
+
+def _state_dict_mismatch(module, state: dict, error: RuntimeError) -> str:
+    """The first concrete reason a state_dict does not fit: missing/unexpected keys, or a size mismatch."""
+    expected = set(module.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} keys missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if not parts:
+        parts = [next((ln.strip() for ln in str(error).splitlines() if "size mismatch" in ln), _first_line(error))]
+    return "; ".join(parts)
 
 
 def _program_input_shape(program) -> tuple[int, ...] | None:
@@ -197,11 +201,9 @@ def _program_input_shape(program) -> tuple[int, ...] | None:
     shapes = [tuple(n.meta["val"].shape) for n in placeholders if n.name in user_inputs and "val" in n.meta]
     if len(shapes) != 1:
         return None
-    # Symbolic dims (a dynamic batch) are kept as their example hint by int(); only C/H/W matter here.
-    try:
-        return tuple(int(d) for d in shapes[0])
-    except TypeError:
-        return None
+    # A dynamic dim is a SymInt; int() on it would specialize the program to the example size, so
+    # such dims are reported as -1 and never touched.
+    return tuple(d if isinstance(d, int) else -1 for d in shapes[0])
 
 
 def _first_conv_channels(module) -> int | None:

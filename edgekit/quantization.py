@@ -21,7 +21,7 @@ from . import metrics
 from .calibration import METHODS, Calibration, calibrate
 from .data import ImageSet, open_images
 from .errors import EdgekitError
-from .export import export_onnx
+from .export import export_onnx, torch_forward
 from .inputspec import resolve_preprocess
 from .model import count_params, load_model
 from .ort_runner import OrtModel, run_models
@@ -82,6 +82,8 @@ def quantize(
     eval_set = open_images(eval, "eval") if eval is not None else None
     pre, notes = resolve_preprocess(loaded, calib_set, input_shape=input_shape, size=size,
                                     channels=channels, mean=mean, std=std, resize=resize)
+    example = np.stack([calib_set.load(i, pre) for i in range(min(2, len(calib_set)))])
+    torch_forward(loaded, example)  # a wrong shape or channel count fails here, before any work
     log(f"model: {loaded.path} ({loaded.format.replace('_', ' ')}, {count_params(loaded.module):,} parameters)")
     log(f"input: {pre.describe()}")
     for note in notes:
@@ -101,7 +103,6 @@ def quantize(
 
     with ws.stage("quantize") as stage:
         fp32_path, int8_path = stage.path("model.fp32.onnx"), stage.path("model.int8.onnx")
-        example = np.stack([calib_set.load(i, pre) for i in range(min(2, len(calib_set)))])
         check = export_onnx(loaded, example, fp32_path)
         num_classes = int(OrtModel(fp32_path)(example).shape[1])
         _check_labels(eval_set, num_classes)
