@@ -8,8 +8,8 @@ __version__ = "0.1.0"
 
 
 def quantize(*args, **kwargs):
-    """Post-training int8 quantization; see `edgekit.quantize.quantize` for the arguments."""
-    from .quantize import quantize as _quantize
+    """Post-training int8 quantization; see `edgekit.quantization.quantize` for the arguments."""
+    from .quantization import quantize as _quantize
 
     return _quantize(*args, **kwargs)
 

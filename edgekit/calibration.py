@@ -102,7 +102,8 @@ def calibrate(fp32_onnx: Path, images: ImageSet, pre: Preprocess, method: str) -
             tensors = calibrator.compute_data()
         del calibrator
     ranges = {
-        name: (float(np.asarray(td.range_value[0])), float(np.asarray(td.range_value[1])))
+        # MinMax gives shape-(1,) arrays, the histogram methods scalars: reduce both to floats.
+        name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1])))
         for name, td in tensors.data.items()
     }
     return Calibration(method, len(images), time.perf_counter() - start, ranges, options)
