@@ -96,5 +96,76 @@ def quantize(model, calib, eval_, workdir, arch, trust_pickle, input_shape, size
         click.echo(f"wrote {workdir}/model.int8.onnx, quantize.json, calibration.json")
 
 
+@main.command("compile")
+@click.option("--target", "target", default="all", show_default=True, help="openvino, arm, jetson, a comma list, or all.")
+@click.option("--workdir", default="edgekit-out", show_default=True, help="Workspace that `edgekit quantize` filled.")
+@click.option("--device", default="CPU", show_default=True, help="OpenVINO device to record for bench: CPU, GPU, NPU, AUTO.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size the engine is tuned for (jetson).")
+@click.option("--threads", type=int, default=0, help="Runtime threads for the validation run (0: all cores).")
+@click.option("--openvino-source", type=click.Choice(["nncf", "qdq"]), default=None,
+              help="openvino int8 from NNCF on the fp32 IR (default) or from the portable QDQ model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the compile.json of each target.")
+def compile_cmd(target, workdir, device, batch, threads, openvino_source, as_json) -> None:
+    """Compile the quantized workspace for edge targets (no model argument: it reads the workspace)."""
+    from .compiling import compile_targets
+    from .table import compile_table
+
+    results = compile_targets(target, workdir=workdir, device=device.upper(), threads=threads, batch=batch,
+                              openvino_source=openvino_source, log=_stderr)
+    click.echo(json.dumps(results, indent=2) if as_json else compile_table(results))
+
+
+@main.command("bench")
+@click.option("--target", "target", default="all", show_default=True, help="openvino, arm, jetson, a comma list, or all compiled.")
+@click.option("--workdir", default="edgekit-out", show_default=True)
+@click.option("--eval", "eval_", default=None, help="Eval images (default: the ones quantize used).")
+@click.option("--batch", type=int, default=1, show_default=True, help="Batch size for latency.")
+@click.option("--threads", type=int, default=None, help="Runtime threads, fixed and recorded (default: all cores).")
+@click.option("--runs", type=int, default=200, show_default=True, help="Timed calls per runtime.")
+@click.option("--warmup", type=int, default=20, show_default=True, help="Warm-up calls (and at least 1 s) per runtime.")
+@click.option("--max-drop", type=float, default=None, help="Gate: top-1 points lost vs fp32 (disagreement without labels).")
+@click.option("--max-latency-ms", type=float, default=None, help="Gate: int8 p50 latency in ms.")
+@click.option("--min-speedup", type=float, default=None, help="Gate: int8 speedup over the target's fp32 reference.")
+@click.option("--json", "as_json", is_flag=True, help="Print the bench.json of each target.")
+@click.pass_context
+def bench_cmd(ctx, target, workdir, eval_, batch, threads, runs, warmup, max_drop, max_latency_ms, min_speedup, as_json):
+    """Latency and accuracy per compiled target, with pass/fail gates (exit 1 if any fails)."""
+    from .bench import bench
+    from .table import bench_table
+
+    results = bench(target, workdir=workdir, eval=eval_, batch=batch, threads=threads, runs=runs, warmup=warmup,
+                    max_drop=max_drop, max_latency_ms=max_latency_ms, min_speedup=min_speedup, log=_stderr)
+    click.echo(json.dumps(results, indent=2) if as_json else bench_table(results))
+    failed = [name for name, r in results.items() if not r["passed"]]
+    if failed:
+        _stderr(f"edgekit: gates failed for {', '.join(failed)}")
+        ctx.exit(1)
+
+
+@main.command("report")
+@click.option("--workdir", default="edgekit-out", show_default=True)
+def report_cmd(workdir) -> None:
+    """Write report.md and a self-contained report.html (table + latency/accuracy plot) for all benched targets."""
+    from .report import write_report
+
+    md, page = write_report(workdir)
+    click.echo(md.read_text())
+    click.echo(f"wrote {md} and {page}")
+
+
+@main.command("targets")
+def targets_cmd() -> None:
+    """List the compile targets, what they need, and whether they are available here."""
+    from .table import format_table
+    from .targets import REGISTRY, get_target
+
+    rows = []
+    for name in REGISTRY:
+        t = get_target(name)
+        reason = t.available()
+        rows.append([name, t.hardware, t.runtime, t.artifact, "yes" if reason is None else f"no: {reason}"])
+    click.echo(format_table(["target", "hardware", "runtime", "artifact", "available here"], rows))
+
+
 if __name__ == "__main__":
     sys.exit(main())

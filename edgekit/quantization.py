@@ -23,7 +23,7 @@ from .data import ImageSet, open_images
 from .errors import EdgekitError
 from .export import export_onnx, torch_forward
 from .inputspec import resolve_preprocess
-from .model import count_params, load_model
+from .model import count_params, load_model, sha256_of
 from .ort_runner import OrtModel, run_models
 from .workspace import Workspace, write_json_atomic
 
@@ -91,13 +91,7 @@ def quantize(
     if calib_set.skipped:
         log(f"  note: {len(calib_set.skipped)} unreadable or non-image calibration files skipped")
 
-    if eval_set is None:
-        calib_set, eval_set = calib_set.split(HELD_OUT_FRACTION, seed)
-        eval_label = f"held-out {len(eval_set)} of the calibration images (no --eval): agreement only"
-        eval_set.labels = None  # agreement with fp32 only; calibration labels are not an accuracy claim
-    else:
-        eval_label = f"{eval_set.source} ({len(eval_set)} images, {'labelled' if eval_set.labels else 'no labels'})"
-    calib_set = calib_set.sample(opts.calib_size, seed)
+    calib_set, eval_set, eval_label = split_images(calib_set, eval_set, opts.calib_size, seed)
     log(f"calibration: {len(calib_set)} images from {calib}, method {opts.method}")
     log(f"eval: {eval_label}")
 
@@ -125,12 +119,43 @@ def quantize(
                 "input": {"name": "input", "shape": [None, pre.channels, pre.height, pre.width], "num_classes": num_classes},
                 "preprocess": pre.to_dict(),
                 "classes": list(eval_set.classes) if eval_set.classes else None,
-                "calibration_data": {"path": str(calib), "samples": len(calib_set), "seed": seed},
-                "eval_data": {"path": str(eval) if eval is not None else None, "images": len(eval_set)},
+                "calibration_data": {"path": data_ref(calib),
+                                     "samples": len(calib_set), "calib_size": opts.calib_size, "seed": seed},
+                "eval_data": {"path": data_ref(eval),
+                              "images": len(eval_set), "labelled": eval_set.labels is not None},
+                "files_sha256": {"model.fp32.onnx": sha256_of(fp32_path), "model.int8.onnx": sha256_of(int8_path)},
             },
             {"options": {"method": opts.method, "calib_size": opts.calib_size, "seed": seed, "arch": arch}},
+            restart=True,
         )
     return report
+
+
+def data_ref(spec: str | Path | None) -> str | None:
+    """How the manifest records a data source: an absolute path (later stages may run elsewhere) or a dataset name."""
+    if spec is None:
+        return None
+    return str(Path(spec).resolve()) if Path(spec).exists() else str(spec)
+
+
+def split_images(calib_set: ImageSet, eval_set: ImageSet | None, calib_size: int | None, seed: int):
+    """(calibration sample, eval set, eval description). Without an eval set, a seeded held-out part of the
+    calibration images serves for agreement with fp32; compile and bench rebuild the same split from the manifest."""
+    if eval_set is None:
+        calib_set, eval_set = calib_set.split(HELD_OUT_FRACTION, seed)
+        eval_label = f"held-out {len(eval_set)} of the calibration images (no --eval): agreement only"
+        eval_set.labels = None  # agreement with fp32 only; calibration labels are not an accuracy claim
+    else:
+        eval_label = f"{eval_set.source} ({len(eval_set)} images, {'labelled' if eval_set.labels else 'no labels'})"
+    return calib_set.sample(calib_size, seed), eval_set, eval_label
+
+
+def workspace_images(manifest: dict) -> tuple[ImageSet, ImageSet, str]:
+    """The calibration sample and eval set a finished quantize stage used, rebuilt from its manifest."""
+    cal, ev = manifest["calibration_data"], manifest["eval_data"]
+    calib_set = open_images(cal["path"], "calibration")
+    eval_set = open_images(ev["path"], "eval") if ev["path"] is not None else None
+    return split_images(calib_set, eval_set, cal["calib_size"], cal["seed"])
 
 
 def quantize_qdq(fp32_path: Path, int8_path: Path, cal: Calibration, cache_path: Path,

@@ -44,3 +44,24 @@ def quantize_table(report: dict) -> str:
         f" eval: {report['eval']['source']}"
     )
     return format_table(["", "fp32", "int8", "change"], rows) + "\n" + footer
+
+
+def compile_table(results: dict) -> str:
+    rows = []
+    for name, r in results.items():
+        if r["status"] != "ok":
+            rows.append([name, r["status"], "-", "-", "-", r.get("reason", "")])
+            continue
+        v = r["validation"]
+        main_file = next(iter(r["files"].values()))
+        rows.append([
+            name, "ok", main_file, size(sum(r["sizes_bytes"].values())),
+            pct(v["agreement"]) + (" (emulated)" if v["emulated"] else ""), f"{r['seconds']:.1f} s",
+        ])
+    return format_table(["target", "status", "artifact", "size", "agreement vs fp32", "compile time"], rows)
+
+
+def bench_table(results: dict) -> str:
+    from .report import COLUMNS, row
+
+    return format_table(COLUMNS, [row(r) for r in results.values()])

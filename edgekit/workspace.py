@@ -25,13 +25,16 @@ SCHEMA = 1
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file in the same folder, then rename: readers see the old or the new file, never half."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, then rename: readers see the old or the new file, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
+            f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
         os.replace(tmp, path)
     except BaseException:
@@ -90,9 +93,15 @@ class Stage:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def commit(self, manifest_update: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-        """Move staged files into the workspace, then write the manifest with this stage recorded."""
+    def commit(self, manifest_update: dict[str, Any], record: dict[str, Any], restart: bool = False) -> dict[str, Any]:
+        """Move staged files into the workspace, then write the manifest with this stage recorded.
+
+        restart=True (a new quantize) forgets every later stage and removes targets/: artifacts compiled
+        from the previous model must never sit beside the new one looking current.
+        """
         manifest = self.ws.read_manifest() or {"schema": SCHEMA}
+        if restart:
+            manifest = {"schema": SCHEMA}
         manifest.update(manifest_update)
         manifest["edgekit_version"] = __version__
         files = sorted(str(p.relative_to(self.dir)) for p in self.dir.rglob("*") if p.is_file())
@@ -107,4 +116,6 @@ class Stage:
             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         write_json_atomic(self.ws.manifest_path, manifest)
+        if restart:
+            shutil.rmtree(self.ws.root / "targets", ignore_errors=True)
         return manifest

@@ -1,0 +1,134 @@
+"""The compile stage: the quantized workspace -> artifacts for each target under targets/<name>/.
+
+Each target compiles in its own staged folder and is then checked on the workspace's eval images
+(its int8 artifact against its own fp32 reference, in its own runtime) before it is committed, so a
+target folder that exists is one that loaded and agreed. With `--target all`, a target that cannot be
+built here is recorded as skipped with the reason, and the others carry on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+from .data import Preprocess
+from .errors import EdgekitError
+from .model import sha256_of
+from .quantization import workspace_images
+from .targets import CompileContext, get_target, resolve_targets
+from .workspace import Workspace, write_json_atomic
+
+DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+VALIDATION_BATCH = 32
+
+
+def require_quantized(ws: Workspace) -> dict:
+    """The manifest of a finished quantize stage whose files are as quantize left them."""
+    manifest = ws.read_manifest()
+    if "quantize" not in manifest.get("stages", {}):
+        raise EdgekitError(
+            f"{ws.root} holds no quantized model",
+            f"run `edgekit quantize MODEL --calib DIR --workdir {ws.root}` first",
+        )
+    for name, digest in manifest.get("files_sha256", {}).items():
+        path = ws.path(name)
+        if not path.is_file():
+            raise EdgekitError(f"{path} is missing from the workspace", "rerun `edgekit quantize` to rebuild it")
+        if sha256_of(path) != digest:
+            raise EdgekitError(
+                f"{path} changed after `edgekit quantize` wrote it (sha256 differs from manifest.json)",
+                "rerun `edgekit quantize`, or use a fresh --workdir; nothing was overwritten",
+            )
+    return manifest
+
+
+def compile_targets(target: str = "all", *, workdir: str | Path = "edgekit-out", device: str = "CPU",
+                    threads: int = 0, batch: int = 1, openvino_source: str | None = None, log=print) -> dict:
+    """Compile the workspace for `target` ("all", a name, or a comma list); returns {name: compile.json}."""
+    if device not in DEVICES:
+        raise EdgekitError(f"unknown device {device!r}", f"use one of: {', '.join(DEVICES)}")
+    names = resolve_targets(target)
+    ws = Workspace(workdir)
+    manifest = require_quantized(ws)
+    explicit = target != "all"
+    for name in names:  # a named target that cannot run here is bad input: say so before doing any work
+        reason = get_target(name).available()
+        if reason and explicit:
+            raise EdgekitError(f"target {name} is not available here: {reason}", get_target(name).install)
+    pre = Preprocess.from_dict(manifest["preprocess"])
+    calib_set, eval_set, eval_label = workspace_images(manifest)
+    options = {"device": device, "batch": batch}
+    if openvino_source:
+        options["openvino_source"] = openvino_source
+    results = {}
+    for name in names:
+        tgt = get_target(name)
+        reason = tgt.available()
+        if reason:
+            log(f"{name}: skipped ({reason}; {tgt.install})")
+            results[name] = {"target": name, "status": "skipped", "reason": reason, "install": tgt.install}
+            continue
+        log(f"{name}: compiling for {tgt.hardware} ({tgt.runtime})")
+        results[name] = _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, options, threads, log)
+    return results
+
+
+def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, options, threads, log) -> dict:
+    with ws.stage(f"compile-{tgt.name}") as stage:
+        rel = f"targets/{tgt.name}"
+        out_dir = stage.dir / rel
+        out_dir.mkdir(parents=True)
+        ctx = CompileContext(ws.root, out_dir, manifest, pre, calib_set, dict(options), log)
+        t0 = time.perf_counter()
+        # Toolkits print progress bars on stdout (NNCF does); stdout belongs to the table or --json.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = tgt.compile(ctx)
+        seconds = time.perf_counter() - t0
+        validation = validate(tgt, out_dir, eval_set, pre, threads, options)
+        log(f"{tgt.name}: int8 agrees with fp32 top-1 on {100 * validation['agreement']:.2f} % of {validation['images']}"
+            f" eval images ({validation['runtime']})")
+        info = {
+            "target": tgt.name, "status": "ok", "hardware": tgt.hardware, "runtime": tgt.runtime,
+            "files": result.files,
+            "sizes_bytes": {role: (out_dir / f).stat().st_size for role, f in result.files.items() if (out_dir / f).is_file()},
+            "precision": result.precision, "versions": result.versions, "seconds": round(seconds, 3),
+            "inputs": {"model.fp32.onnx": manifest["files_sha256"]["model.fp32.onnx"],
+                       "model.int8.onnx": manifest["files_sha256"]["model.int8.onnx"],
+                       "calibration_images": len(calib_set)},
+            "options": options, "host": platform.machine(), "validation": {**validation, "eval": eval_label},
+            "notes": result.notes, "details": result.details,
+        }
+        write_json_atomic(out_dir / "compile.json", info)
+        targets = dict(ws.read_manifest().get("targets", {}))
+        targets[tgt.name] = {"dir": rel, "files": result.files, "options": options}
+        stage.commit({"targets": targets}, {"options": options})
+    return info
+
+
+def validate(tgt, target_dir: Path, eval_set, pre: Preprocess, threads: int, options: dict) -> dict:
+    """Load both artifacts back in the target's runtime and compare them on the eval images."""
+    from tqdm import tqdm
+
+    int8, fp32 = tgt.runner(target_dir, "int8", threads, options), tgt.runner(target_dir, "fp32", threads, options)
+    outs: dict[str, list[np.ndarray]] = {"int8": [], "fp32": []}
+    with tqdm(total=len(eval_set), desc=f"checking {tgt.name}", unit="img", leave=False, dynamic_ncols=True) as bar:
+        for x in eval_set.batches(pre, VALIDATION_BATCH):
+            outs["int8"].append(int8(x))
+            outs["fp32"].append(fp32(x))
+            bar.update(len(x))
+    a, b = np.concatenate(outs["int8"]), np.concatenate(outs["fp32"])
+    report = {
+        "images": len(eval_set), "agreement": metrics.agreement(a, b), "cosine": metrics.cosine(a, b),
+        "emulated": bool(getattr(int8, "emulated", False)),
+        "runtime": "emulated on ONNX Runtime" if getattr(int8, "emulated", False) else tgt.runtime,
+    }
+    if eval_set.labels is not None:
+        labels = np.asarray(eval_set.labels)
+        report.update({"top1": metrics.topk(a, labels), "reference_top1": metrics.topk(b, labels)})
+    return report

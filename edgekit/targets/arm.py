@@ -1,0 +1,181 @@
+"""ARM Cortex-A: int8 QDQ ONNX in the TFLite integer scheme, run by ONNX Runtime (XNNPACK EP where it exists).
+
+The scheme (tensorflow.org/lite/performance/quantization_spec): weights int8 symmetric (zero point 0, values in
+[-127, 127]), per output channel for Conv; activations int8 per-tensor, asymmetric allowed; bias int32 with
+zero point 0 and scale = input scale x weight scale, so the int32 accumulator adds it directly; Softmax, Logistic
+and Tanh outputs have fixed scale and zero point. Integer kernels on ARM (XNNPACK, TFLite, Arm NN) are written for
+exactly this, so a graph that conforms runs integer end to end.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..errors import EdgekitError
+from ..ort_runner import OrtModel
+from .base import CompileContext, CompileResult, Runner
+from .qdq_rules import (DQ, Q, WEIGHTED_OPS, QdqGraph, activation_problems, checker_problems, load_calibration,
+                        precision_by_op, quantize_with_ranges, weight_problems)
+
+FILES = {"int8": "model.int8.onnx", "fp32": "model.fp32.onnx"}
+XNNPACK, CPU = "XnnpackExecutionProvider", "CPUExecutionProvider"
+ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l")
+# Ops whose int8 output (scale, zero point) the TFLite spec fixes: their kernels use lookup tables built for it.
+FIXED_OUTPUT_QPARAMS = {"Softmax": (1 / 256, -128), "Sigmoid": (1 / 256, -128), "Tanh": (1 / 128, 0)}
+
+
+class ArmTarget:
+    name = "arm"
+    hardware = "ARM Cortex-A CPUs (phones, Raspberry Pi, i.MX)"
+    runtime = "ONNX Runtime (CPU / XNNPACK EP)"
+    artifact = "int8 QDQ ONNX, TFLite integer scheme"
+    install = "pip install onnxruntime"
+
+    def available(self) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "onnxruntime not installed"
+        return None
+
+    def compile(self, ctx: CompileContext) -> CompileResult:
+        import onnxruntime as ort
+        from onnxruntime.quantization import QuantType
+
+        int8_path = ctx.out_dir / FILES["int8"]
+        quantize_with_ranges(
+            ctx.fp32_onnx, int8_path, load_calibration(ctx.calibration_json),
+            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            # ORT's QDQ quantizer gives Conv/Gemm bias int32 (scale = input x weight scale) by default.
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
+                           "TensorQuantOverrides": _fixed_output_overrides(onnx.load(str(ctx.fp32_onnx)))},
+        )
+        shutil.copyfile(ctx.fp32_onnx, ctx.out_dir / FILES["fp32"])
+
+        model = onnx.load(str(int8_path))
+        graph = QdqGraph(model)
+        violations = check_tflite_int8(model)
+        notes = [f"does not conform to the TFLite int8 scheme: {v}" for v in violations]
+        session = ArmModel(int8_path)
+        if platform.machine().lower() not in ARM_MACHINES:
+            notes.append(f"validated on {platform.machine()} with {', '.join(session.providers)}, not on ARM: "
+                         "numerics carry over, latency does not")
+        return CompileResult(
+            files=dict(FILES),
+            precision=precision_by_op(graph, lambda n: _runs_int8(graph, n), "fp32"),
+            versions={"onnxruntime": ort.__version__, "onnx": onnx.__version__},
+            notes=notes,
+            details={
+                "scheme": "TFLite int8: weights int8 symmetric per-channel (Conv), activations int8 per-tensor "
+                          "asymmetric, bias int32 (scale = input x weight scale), fixed Softmax/Logistic/Tanh outputs",
+                "conformance": {"spec": "TFLite int8 quantization spec", "violations": violations},
+                "providers": session.providers,
+            },
+        )
+
+    def runner(self, target_dir: Path, which: str = "int8", threads: int = 0, options: dict | None = None) -> Runner:
+        if which not in FILES:
+            raise EdgekitError(f"the arm target has no {which!r} artifact", f"use one of: {', '.join(FILES)}")
+        path = Path(target_dir) / FILES[which]
+        if not path.is_file():
+            raise EdgekitError(f"{path} is missing", "run `edgekit compile --target arm` first")
+        return ArmModel(path, threads)
+
+
+class ArmModel(OrtModel):
+    """OrtModel (any batch size) on the XNNPACK EP where this onnxruntime build has it (ARM builds do; the x86
+    PyPI wheels do not), else the CPU EP. Not `emulated`: ONNX Runtime is this target's own runtime; on a
+    non-ARM host bench labels the timings a host proxy."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if XNNPACK in ort.get_available_providers():
+            # XNNPACK runs its own thread pool; ORT's XNNPACK page recommends a one-thread, non-spinning ORT pool
+            # beside it so the two do not fight over cores.
+            opts.intra_op_num_threads = 1
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            providers = [(XNNPACK, {"intra_op_num_threads": str(threads or os.cpu_count() or 1)}), CPU]
+        else:
+            opts.intra_op_num_threads = threads
+            providers = [CPU]
+        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        self.providers = self.session.get_providers()
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+
+def check_tflite_int8(model: onnx.ModelProto) -> list[str]:
+    """Violations of the TFLite integer scheme in a QDQ graph; an empty list means it conforms."""
+    g = QdqGraph(model)
+    problems = checker_problems(model)
+    for n in g.nodes:
+        if n.op_type in WEIGHTED_OPS:
+            if g.dq_input(n, 0) is None:
+                problems.append(f"{g.label(n)}: input {n.input[0]!r} is float, not dequantized from int8")
+            problems += weight_problems(g, n)
+            if n.op_type != "MatMul" and len(n.input) > 2 and n.input[2]:
+                problems += _bias_problems(g, n)
+        elif n.op_type in (Q, DQ) and g.constant_source(n) is None:
+            problems += activation_problems(g, n, symmetric=False)
+            if n.op_type == Q:
+                problems += _fixed_output_problems(g, n)
+    return problems
+
+
+def _fixed_output_problems(g: QdqGraph, q: onnx.NodeProto) -> list[str]:
+    source = g.producer.get(q.input[0])
+    if source is None or source.op_type not in FIXED_OUTPUT_QPARAMS:
+        return []
+    scale, zp, _ = g.qparams(q)
+    want_scale, want_zp = FIXED_OUTPUT_QPARAMS[source.op_type]
+    if scale is None or zp is None or not np.allclose(scale, want_scale, rtol=1e-6) or np.any(zp != want_zp):
+        return [f"{g.label(q)}: {source.op_type} output must have scale {want_scale:g} and zero point {want_zp}"]
+    return []
+
+
+def _fixed_output_overrides(fp32: onnx.ModelProto) -> dict:
+    """ORT TensorQuantOverrides that pin the outputs of FIXED_OUTPUT_QPARAMS ops to the spec's values."""
+    return {
+        n.output[0]: [{"scale": np.array(FIXED_OUTPUT_QPARAMS[n.op_type][0], np.float32),
+                       "zero_point": np.array(FIXED_OUTPUT_QPARAMS[n.op_type][1], np.int8)}]
+        for n in fp32.graph.node if n.op_type in FIXED_OUTPUT_QPARAMS
+    }
+
+
+def _bias_problems(g: QdqGraph, node: onnx.NodeProto) -> list[str]:
+    """Bias: int32, zero point 0, scale = input scale x weight scale (what the int32 accumulator is in)."""
+    dq = g.dq_input(node, 2)
+    bias = g.init.get(dq.input[0]) if dq is not None else None
+    if bias is None:
+        return [f"{g.label(node)}: bias {node.input[2]!r} is float, not int32"]
+    problems = []
+    if bias.dtype != np.int32:
+        problems.append(f"{g.label(node)}: bias is {bias.dtype}, not int32")
+    scale, zp, _ = g.qparams(dq)
+    if zp is not None and np.any(zp != 0):
+        problems.append(f"{g.label(node)}: bias zero point is not 0")
+    in_dq, w_dq = g.dq_input(node, 0), g.dq_input(node, 1)
+    if in_dq is not None and w_dq is not None and scale is not None:
+        got, want = np.ravel(scale), np.ravel(g.qparams(in_dq)[0] * g.qparams(w_dq)[0])
+        comparable = got.size in (1, want.size) or want.size == 1  # per-tensor on either side broadcasts
+        if not comparable or not np.allclose(got, want, rtol=1e-5, atol=0):
+            problems.append(f"{g.label(node)}: bias scale is not input scale x weight scale")
+    return problems
+
+
+def _runs_int8(g: QdqGraph, node: onnx.NodeProto) -> bool:
+    """ORT runs a node in integers when its inputs are dequantized and its outputs requantized (a QDQ unit)."""
+    outputs_requantized = all(
+        out not in g.outputs and g.consumers[out] and all(c.op_type == Q for c in g.consumers[out])
+        for out in node.output
+    )
+    return g.is_int8_compute(node) and outputs_requantized

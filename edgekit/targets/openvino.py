@@ -1,0 +1,203 @@
+"""Intel CPU / iGPU / NPU: OpenVINO IR, int8 by NNCF post-training quantization on the OpenVINO model.
+
+Two ways to the int8 IR, chosen with the `openvino_source` option:
+  nncf  (default) NNCF quantizes the fp32 OpenVINO model itself, calibrated on the workspace's calibration
+        images: FakeQuantize placed by OpenVINO's own hardware config, so the CPU plugin runs the whole chain
+        (conv, residual add, pooling, FC) in u8/i8.
+  qdq   OpenVINO reads the portable model.int8.onnx, turning its QuantizeLinear/DequantizeLinear pairs into
+        FakeQuantize: the ranges are exactly the ones `edgekit quantize` calibrated.
+benchmarks/openvino_source.py measures the two (agreement with fp32, latency); the README has the numbers.
+
+Both IRs keep a dynamic batch dimension, and both are saved without fp16 weight compression so the fp32 IR is
+a true fp32 reference.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import defaultdict
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgekitError
+from .base import CompileContext, CompileResult, Runner
+
+FILES = {"int8": "model.int8.xml", "fp32": "model.fp32.xml"}
+SOURCES = ("nncf", "qdq")
+DEFAULT_SOURCE = "nncf"
+# The NNCF hardware config to quantize for; AUTO may land on any of them, so it gets the portable one.
+NNCF_DEVICE = {"CPU": "CPU", "GPU": "GPU", "NPU": "NPU", "AUTO": "ANY"}
+# Runtime-graph bookkeeping, not layers: constants, graph ends, layout/precision reorders, and the
+# FakeQuantize (quantize) steps themselves, as the QDQ targets leave out their Q/DQ nodes.
+NOT_LAYERS = {"Const", "Input", "Output", "Reorder", "FakeQuantize"}
+INT8_PRECISIONS = {"u8", "i8"}
+SCHEMES = {
+    "nncf": "NNCF post-training quantization of the OpenVINO model: weights int8 symmetric per-channel, "
+            "activations 8-bit per-tensor (asymmetric where signed, preset MIXED), full bias correction",
+    "qdq": "the workspace's QDQ model.int8.onnx read by OpenVINO: weights int8 symmetric per-channel, activations "
+           "int8 per-tensor asymmetric, ranges from calibration.json",
+}
+
+
+class OpenVINOTarget:
+    name = "openvino"
+    hardware = "Intel CPU / iGPU / NPU"
+    runtime = "OpenVINO"
+    artifact = "OpenVINO IR int8 (.xml/.bin) + fp32 reference IR"
+    install = "pip install 'edgekit[openvino]'"
+
+    def available(self) -> str | None:
+        for module in ("openvino", "nncf"):
+            try:
+                importlib.import_module(module)  # a real import: a broken install counts as missing
+            except ImportError as e:
+                return f"{module} not installed ({self.install})" if e.name == module else f"{module}: {e}"
+        return None
+
+    def compile(self, ctx: CompileContext) -> CompileResult:
+        import openvino as ov
+
+        source = ctx.options.get("openvino_source") or DEFAULT_SOURCE
+        if source not in SOURCES:
+            raise EdgekitError(f"unknown openvino_source {source!r}", f"use one of: {', '.join(SOURCES)}")
+        device = ctx.options.get("device", "CPU")
+        if device not in NNCF_DEVICE:
+            raise EdgekitError(f"unknown OpenVINO device {device!r}", f"use one of: {', '.join(NNCF_DEVICE)}")
+        notes: list[str] = []
+
+        fp32 = _convert(ctx.fp32_onnx, notes)
+        ov.save_model(fp32, ctx.out_dir / FILES["fp32"], compress_to_fp16=False)
+        if source == "nncf":
+            ctx.log(f"openvino: NNCF post-training quantization on {len(ctx.calib_images)} calibration images")
+            int8 = _nncf_quantize(fp32, ctx, NNCF_DEVICE[device])
+        else:
+            ctx.log("openvino: reading the QDQ model.int8.onnx")
+            int8 = _convert(ctx.int8_onnx, notes)
+        ov.save_model(int8, ctx.out_dir / FILES["int8"], compress_to_fp16=False)
+
+        # What actually runs in int8 is the plugin's decision, so read it off the compiled model, on the CPU
+        # (the device that is here); on a GPU or NPU the split can differ.
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(ctx.out_dir / FILES["int8"]), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": "f32"})
+        return CompileResult(
+            files=dict(FILES),
+            precision=runtime_precision(compiled),
+            versions={"openvino": version("openvino"), "nncf": version("nncf")},
+            notes=notes,
+            details={
+                "device": device,
+                "source": source,
+                "scheme": SCHEMES[source],
+                "precision_read_on": "CPU",
+                "fake_quantize_ops": sum(op.get_type_name() == "FakeQuantize" for op in int8.get_ops()),
+            },
+        )
+
+    def runner(self, target_dir: Path, which: str = "int8", threads: int = 0, options: dict | None = None) -> Runner:
+        if which not in FILES:
+            raise EdgekitError(f"the openvino target has no {which!r} artifact", f"use one of: {', '.join(FILES)}")
+        path = Path(target_dir) / FILES[which]
+        if not path.is_file():
+            raise EdgekitError(f"{path} is missing", "run `edgekit compile --target openvino` first")
+        return OpenVINOModel(path, (options or {}).get("device", "CPU"), threads)
+
+
+class OpenVINOModel:
+    """A compiled OpenVINO model as a Runner: any batch size in, logits out."""
+
+    emulated = False
+
+    def __init__(self, path: Path, device: str = "CPU", threads: int = 0) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        if device != "AUTO" and device not in core.available_devices:
+            raise EdgekitError(f"OpenVINO finds no {device} device here (it has: {', '.join(core.available_devices)})",
+                               "pass --device CPU, or install the device's driver")
+        config: dict = {"PERFORMANCE_HINT": "LATENCY"}
+        if device != "NPU":
+            # CPUs with AVX512-BF16/AMX default to bf16 (GPUs to f16): the fp32 reference must really be fp32,
+            # and the int8 model's non-quantized layers should not silently lose precision either. The NPU
+            # computes in f16 whatever is asked. AUTO passes the hint on to the device it picks.
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        if threads and device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.device = device
+        self.compiled = core.compile_model(core.read_model(path), device, config)
+        batch = self.compiled.inputs[0].get_partial_shape()[0]
+        self.fixed_batch = batch.get_length() if batch.is_static else None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.fixed_batch is None or len(x) == self.fixed_batch:
+            return self.compiled(x)[0]
+        # An IR whose batch could not be made dynamic: run fixed-size chunks, the last one zero-padded.
+        b, outs = self.fixed_batch, []
+        for start in range(0, len(x), b):
+            chunk = x[start : start + b]
+            padded = np.concatenate([chunk, np.zeros((b - len(chunk), *chunk.shape[1:]), np.float32)])
+            outs.append(self.compiled(padded)[0][: len(chunk)])
+        return np.concatenate(outs)
+
+
+def _convert(onnx_path: Path, notes: list[str]):
+    """ONNX -> OpenVINO model with a dynamic batch dimension where the graph allows it."""
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    shape = model.inputs[0].get_partial_shape()
+    if shape[0].is_static:
+        try:
+            model.reshape(ov.PartialShape([ov.Dimension.dynamic(), *shape[1:]]))
+            # The reshape "succeeds" even when a constant (a Reshape to [4, -1], say) bakes the batch in; only
+            # the output shows it, and such a model fails at run time on any other batch.
+            baked_in = model.outputs[0].get_partial_shape()[0].is_static
+        except RuntimeError:
+            baked_in = True
+        if baked_in:
+            model.reshape(shape)
+            notes.append(f"{onnx_path.name}: the graph fixes the batch size at {shape[0]}; the runner pads to it")
+    return model
+
+
+def _nncf_quantize(fp32, ctx: CompileContext, target_device: str):
+    import nncf
+
+    images, pre = ctx.calib_images, ctx.preprocess
+    # nncf.Dataset iterates more than once (statistics, then bias correction), so it gets indices and a
+    # transform that decodes one image (1, C, H, W) on demand rather than a one-shot generator.
+    dataset = nncf.Dataset(range(len(images)), lambda i: images.load(i, pre)[None])
+    return nncf.quantize(
+        fp32, dataset,
+        # MIXED: symmetric weights, asymmetric activations. The two presets differ only on signed activations
+        # (the normalized input here); MIXED spends the full 8 bits on its lopsided range, e.g. [-0.81, 2.02]
+        # for Fashion-MNIST, where PERFORMANCE's symmetric grid wastes over a third of them. Measured:
+        # benchmarks/openvino_source.py and the README.
+        preset=nncf.QuantizationPreset.MIXED,
+        target_device=nncf.TargetDevice[target_device],
+        subset_size=len(images),
+        # Full bias correction, not the fast variant: on the tiny test model fast correction cost 14 points of
+        # agreement with fp32 (0.83 vs 0.97 with full); the full one re-runs each layer once per sample,
+        # seconds for CNNs of this size.
+        fast_bias_correction=False,
+    )
+
+
+def runtime_precision(compiled) -> dict[str, str]:
+    """Layer kind (as the plugin runs it: Convolution, FullyConnected, Eltwise, ...) -> "int8" / "fp32" / "mixed".
+
+    A layer counts as int8 when its runtime precision (the precision its inputs are read in) is u8/i8.
+    Constant sub-graphs (weight reshapes folded at load time) are left out with the bookkeeping nodes.
+    """
+    kinds: dict[str, set[bool]] = defaultdict(set)
+    for op in compiled.get_runtime_model().get_ops():
+        rt = op.get_rt_info()
+        kind = rt["layerType"].astype(str)
+        sources = [i.get_source_output().get_node().get_rt_info()["layerType"].astype(str) for i in op.inputs()]
+        if kind in NOT_LAYERS or (sources and all(s == "Const" for s in sources)):
+            continue
+        kinds[kind].add(rt["runtimePrecision"].astype(str) in INT8_PRECISIONS)
+    return {k: "int8" if s == {True} else "fp32" if s == {False} else "mixed" for k, s in sorted(kinds.items())}

@@ -1,0 +1,112 @@
+"""The OpenVINO target: a true-fp32 reference IR that matches ONNX Runtime, an int8 IR that is really quantized
+and agrees with it, from either source (NNCF or the portable QDQ model), at any batch size."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from edgekit.data import Preprocess, open_images
+from edgekit.errors import EdgekitError
+from edgekit.ort_runner import OrtModel
+from edgekit.targets import get_target
+from edgekit.targets.openvino import OpenVINOTarget, _convert, runtime_precision
+from tests.target_helpers import compile_target, eval_agreement
+
+ov = pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def ov_dirs(tmp_path_factory, quantized_workspace):
+    """{source: (target folder, CompileResult)} for both ways to the int8 IR."""
+    dirs = {}
+    for source in ("nncf", "qdq"):
+        out = tmp_path_factory.mktemp(f"openvino-{source}")
+        dirs[source] = out, compile_target("openvino", quantized_workspace, out, openvino_source=source)
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def eval_batch(quantized_workspace) -> np.ndarray:
+    manifest = json.loads((quantized_workspace / "manifest.json").read_text())
+    images = open_images(manifest["eval_data"]["path"], "eval")
+    return next(images.batches(Preprocess.from_dict(manifest["preprocess"]), 64))
+
+
+def op_types(path) -> list[str]:
+    return [op.get_type_name() for op in ov.Core().read_model(path).get_ops()]
+
+
+def test_available_here_and_in_the_registry():
+    assert OpenVINOTarget().available() is None
+    assert isinstance(get_target("openvino"), OpenVINOTarget)
+
+
+@pytest.mark.parametrize("source", ["nncf", "qdq"])
+def test_compile_writes_an_int8_ir_and_a_true_fp32_one(ov_dirs, source):
+    out, result = ov_dirs[source]
+    assert result.files == {"int8": "model.int8.xml", "fp32": "model.fp32.xml"}
+    for xml in result.files.values():
+        assert (out / xml).is_file() and (out / xml).with_suffix(".bin").is_file()
+    assert result.details["device"] == "CPU" and result.details["source"] == source
+    assert set(result.versions) == {"openvino", "nncf"}
+    int8_ops, fp32_ops = op_types(out / "model.int8.xml"), op_types(out / "model.fp32.xml")
+    assert int8_ops.count("FakeQuantize") == result.details["fake_quantize_ops"] > 0
+    assert "FakeQuantize" not in fp32_ops
+    fp32_constants = [op for op in ov.Core().read_model(out / "model.fp32.xml").get_ops() if op.get_type_name() == "Constant"]
+    assert not any(c.get_element_type() == ov.Type.f16 for c in fp32_constants), "fp32 weights kept, not fp16"
+    # The plugin runs the convolutions and the classifier in int8 on this CPU.
+    assert result.precision["Convolution"] == "int8" and result.precision["FullyConnected"] == "int8"
+
+
+def test_nncf_runs_the_whole_chain_in_int8(ov_dirs):
+    # Read off the CPU plugin's graph: the residual add (Eltwise), the pooling (Reduce) and the flatten read int8
+    # too, so nothing between the input's quantization and the logits runs in float.
+    assert ov_dirs["nncf"][1].precision == {
+        "Convolution": "int8", "Eltwise": "int8", "FullyConnected": "int8", "Reduce": "int8", "Reshape": "int8"}
+
+
+def test_fp32_ir_matches_onnx_runtime(ov_dirs, quantized_workspace, eval_batch):
+    runner = OpenVINOTarget().runner(ov_dirs["nncf"][0], "fp32", threads=1)
+    assert runner.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32  # not the bf16 default
+    assert runner.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert set(runtime_precision(runner.compiled).values()) == {"fp32"}
+    reference = OrtModel(quantized_workspace / "model.fp32.onnx")(eval_batch)
+    assert np.abs(runner(eval_batch) - reference).max() < 1e-3
+
+
+@pytest.mark.parametrize("source", ["nncf", "qdq"])
+def test_int8_agrees_with_fp32(ov_dirs, quantized_workspace, source):
+    agreement, runner = eval_agreement("openvino", quantized_workspace, ov_dirs[source][0])
+    assert agreement >= 0.9
+    assert runner.emulated is False
+
+
+@pytest.mark.parametrize("which", ["int8", "fp32"])
+def test_runner_takes_any_batch_size(ov_dirs, eval_batch, which):
+    runner = OpenVINOTarget().runner(ov_dirs["nncf"][0], which, threads=1)
+    seven = runner(eval_batch[:7])
+    assert seven.shape == (7, 10) and seven.dtype == np.float32
+    singles = np.concatenate([runner(eval_batch[i : i + 1]) for i in range(7)])
+    np.testing.assert_allclose(seven, singles, atol=1e-4)
+
+
+def test_a_fixed_batch_onnx_becomes_a_dynamic_batch_ir(quantized_workspace, tmp_path):
+    model = onnx.load(str(quantized_workspace / "model.fp32.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    onnx.save(model, str(tmp_path / "fixed.onnx"))
+    notes = []
+    assert not _convert(tmp_path / "fixed.onnx", notes).inputs[0].get_partial_shape()[0].is_static
+    assert notes == []
+
+
+def test_bad_source_and_missing_artifacts_are_clear_errors(quantized_workspace, ov_dirs, tmp_path):
+    with pytest.raises(EdgekitError, match="unknown openvino_source 'tflite'"):
+        compile_target("openvino", quantized_workspace, tmp_path / "bad", openvino_source="tflite")
+    with pytest.raises(EdgekitError, match="no 'engine' artifact"):
+        OpenVINOTarget().runner(ov_dirs["nncf"][0], "engine")
+    with pytest.raises(EdgekitError, match="is missing"):
+        OpenVINOTarget().runner(tmp_path, "int8")
