@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -55,6 +56,13 @@ class Calibration:
             "options": self.options, "reference_model": "model.fp32.onnx",
             "tensors": {k: {"min": lo, "max": hi} for k, (lo, hi) in sorted(self.ranges.items())},
         }
+
+    @classmethod
+    def load(cls, path: Path) -> "Calibration":
+        """calibration.json (written from `to_dict`) back into a Calibration."""
+        d = json.loads(Path(path).read_text())
+        ranges = {name: (r["min"], r["max"]) for name, r in d["tensors"].items()}
+        return cls(d["method"], d["samples"], d["seconds"], ranges, d["options"])
 
     def write_ort_cache(self, path: Path) -> None:
         """The ranges as ORT's calibration cache, so quantize_static quantizes with exactly these."""
@@ -107,3 +115,17 @@ def calibrate(fp32_onnx: Path, images: ImageSet, pre: Preprocess, method: str) -
         for name, td in tensors.data.items()
     }
     return Calibration(method, len(images), time.perf_counter() - start, ranges, options)
+
+
+def quantize_with_ranges(fp32_onnx: Path, out: Path, cal: Calibration, **options) -> None:
+    """ORT quantize_static in QDQ format with exactly `cal`'s ranges, handed over as ORT's calibration cache;
+    `options` are quantize_static's own (per_channel, activation_type, extra_options, nodes_to_exclude...)."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-qdq-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        cal.write_ort_cache(cache)
+        quantize_static(
+            str(fp32_onnx), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+            calibrate_method=_ort_method(cal.method), calibration_cache_path=str(cache), **options,
+        )

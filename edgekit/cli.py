@@ -122,19 +122,20 @@ def compile_cmd(target, workdir, device, batch, threads, openvino_source, as_jso
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size for latency.")
 @click.option("--threads", type=int, default=None, help="Runtime threads, fixed and recorded (default: all cores).")
 @click.option("--runs", type=int, default=200, show_default=True, help="Timed calls per runtime.")
-@click.option("--warmup", type=int, default=20, show_default=True, help="Warm-up calls (and at least 1 s) per runtime.")
+@click.option("--warmup", type=int, default=20, show_default=True, help="Warm-up calls per runtime.")
+@click.option("--warmup-seconds", type=float, default=1.0, show_default=True, help="...and at least this long.")
 @click.option("--max-drop", type=float, default=None, help="Gate: top-1 points lost vs fp32 (disagreement without labels).")
 @click.option("--max-latency-ms", type=float, default=None, help="Gate: int8 p50 latency in ms.")
 @click.option("--min-speedup", type=float, default=None, help="Gate: int8 speedup over the target's fp32 reference.")
 @click.option("--json", "as_json", is_flag=True, help="Print the bench.json of each target.")
 @click.pass_context
-def bench_cmd(ctx, target, workdir, eval_, batch, threads, runs, warmup, max_drop, max_latency_ms, min_speedup, as_json):
+def bench_cmd(ctx, target, workdir, eval_, batch, threads, runs, warmup, warmup_seconds, max_drop, max_latency_ms, min_speedup, as_json):
     """Latency and accuracy per compiled target, with pass/fail gates (exit 1 if any fails)."""
     from .bench import bench
     from .table import bench_table
 
     results = bench(target, workdir=workdir, eval=eval_, batch=batch, threads=threads, runs=runs, warmup=warmup,
-                    max_drop=max_drop, max_latency_ms=max_latency_ms, min_speedup=min_speedup, log=_stderr)
+                    warmup_seconds=warmup_seconds, max_drop=max_drop, max_latency_ms=max_latency_ms, min_speedup=min_speedup, log=_stderr)
     click.echo(json.dumps(results, indent=2) if as_json else bench_table(results))
     failed = [name for name, r in results.items() if not r["passed"]]
     if failed:

@@ -13,13 +13,15 @@ from .data import ImageSet, Preprocess
 class OrtModel:
     """An ONNX Runtime CPU session that takes any batch size, even when the graph's batch dim is fixed."""
 
-    def __init__(self, path: Path, threads: int = 0) -> None:
+    def __init__(self, path: Path, threads: int = 0, providers: list | None = None, options=None) -> None:
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        if options is None:
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        self.providers = self.session.get_providers()
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics
-from .calibration import METHODS, Calibration, calibrate
+from .calibration import METHODS, Calibration, calibrate, quantize_with_ranges
 from .data import ImageSet, open_images
 from .errors import EdgekitError
 from .export import export_onnx, torch_forward
@@ -103,9 +103,8 @@ def quantize(
 
         cal = calibrate(fp32_path, calib_set, pre, opts.method)
         t0 = time.perf_counter()
-        quantize_qdq(fp32_path, int8_path, cal, stage.path(".ort-calibration-cache.json"))
+        quantize_qdq(fp32_path, int8_path, cal)
         quant_seconds = time.perf_counter() - t0
-        stage.path(".ort-calibration-cache.json").unlink()
 
         logits = run_models({"fp32": OrtModel(fp32_path, threads), "int8": OrtModel(int8_path, threads)},
                             eval_set, pre, opts.batch, "evaluating fp32 + int8")
@@ -158,21 +157,13 @@ def workspace_images(manifest: dict) -> tuple[ImageSet, ImageSet, str]:
     return split_images(calib_set, eval_set, cal["calib_size"], cal["seed"])
 
 
-def quantize_qdq(fp32_path: Path, int8_path: Path, cal: Calibration, cache_path: Path,
-                 nodes_to_exclude: list[str] | None = None) -> None:
-    """QDQ int8 with exactly the calibrated ranges (handed to ORT through its calibration cache)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import CalibrationMethod  # noqa: F401 - the cache names the method
+def quantize_qdq(fp32_path: Path, int8_path: Path, cal: Calibration, nodes_to_exclude: list[str] | None = None) -> None:
+    """The portable int8 model: int8 weights symmetric per channel, int8 activations per tensor, int32 bias."""
+    from onnxruntime.quantization import QuantType
 
-    from .calibration import _ort_method
-
-    cal.write_ort_cache(cache_path)
-    quantize_static(
-        str(fp32_path), str(int8_path), calibration_data_reader=None,
-        quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        calibrate_method=_ort_method(cal.method), calibration_cache_path=str(cache_path),
-        nodes_to_exclude=nodes_to_exclude or [],
+    quantize_with_ranges(
+        fp32_path, int8_path, cal, per_channel=True,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=nodes_to_exclude or [],
         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
     )
 

@@ -19,9 +19,10 @@ import onnx
 
 from ..errors import EdgekitError
 from ..ort_runner import OrtModel
+from ..calibration import Calibration, quantize_with_ranges
 from .base import CompileContext, CompileResult, Runner
-from .qdq_rules import (DQ, Q, WEIGHTED_OPS, QdqGraph, activation_problems, checker_problems, load_calibration,
-                        precision_by_op, quantize_with_ranges, weight_problems)
+from .qdq_rules import (DQ, Q, WEIGHTED_OPS, QdqGraph, activation_problems, checker_problems, 
+                        precision_by_op, weight_problems)
 
 FILES = {"int8": "model.int8.onnx", "fp32": "model.fp32.onnx"}
 XNNPACK, CPU = "XnnpackExecutionProvider", "CPUExecutionProvider"
@@ -50,7 +51,7 @@ class ArmTarget:
 
         int8_path = ctx.out_dir / FILES["int8"]
         quantize_with_ranges(
-            ctx.fp32_onnx, int8_path, load_calibration(ctx.calibration_json),
+            ctx.fp32_onnx, int8_path, Calibration.load(ctx.calibration_json),
             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             # ORT's QDQ quantizer gives Conv/Gemm bias int32 (scale = input x weight scale) by default.
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
@@ -106,11 +107,7 @@ class ArmModel(OrtModel):
         else:
             opts.intra_op_num_threads = threads
             providers = [CPU]
-        self.session = ort.InferenceSession(str(path), opts, providers=providers)
-        self.providers = self.session.get_providers()
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+        super().__init__(path, providers=providers, options=opts)
 
 
 def check_tflite_int8(model: onnx.ModelProto) -> list[str]:

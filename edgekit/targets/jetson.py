@@ -27,9 +27,10 @@ import onnx
 
 from ..errors import EdgekitError
 from ..ort_runner import OrtModel
+from ..calibration import Calibration, quantize_with_ranges
 from .base import CompileContext, CompileResult, Runner
-from .qdq_rules import (DQ, Q, WEIGHTED_OPS, QdqGraph, activation_problems, checker_problems, load_calibration,
-                        precision_by_op, quantize_with_ranges, weight_problems, zero_point_problems)
+from .qdq_rules import (DQ, Q, WEIGHTED_OPS, QdqGraph, activation_problems, checker_problems, 
+                        precision_by_op, weight_problems, zero_point_problems)
 
 QDQ_ONNX, FP32_ONNX, ENGINE, BUILD_SCRIPT = "model.qdq.onnx", "model.fp32.onnx", "model.engine", "build_engine.sh"
 FUSIBLE = ("Conv", "Gemm", "MatMul", "Add")  # the ops TensorRT fuses an incoming DequantizeLinear into
@@ -69,7 +70,7 @@ class JetsonTarget:
 
         qdq_path = ctx.out_dir / QDQ_ONNX
         quantize_with_ranges(
-            ctx.fp32_onnx, qdq_path, load_calibration(ctx.calibration_json),
+            ctx.fp32_onnx, qdq_path, Calibration.load(ctx.calibration_json),
             op_types_to_quantize=list(FUSIBLE), per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             extra_options={

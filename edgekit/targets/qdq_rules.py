@@ -8,8 +8,6 @@ tests can break a graph on purpose and see the check notice.
 
 from __future__ import annotations
 
-import json
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
@@ -18,31 +16,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..calibration import Calibration, _ort_method
 
 Q, DQ = "QuantizeLinear", "DequantizeLinear"
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 INT8_WEIGHT_MIN = -127  # TFLite and TensorRT both keep int8 weights in [-127, 127], so that -w is representable
-
-
-def load_calibration(path: Path) -> Calibration:
-    """calibration.json (written by `Calibration.to_dict`) back into a Calibration."""
-    d = json.loads(Path(path).read_text())
-    ranges = {name: (r["min"], r["max"]) for name, r in d["tensors"].items()}
-    return Calibration(d["method"], d["samples"], d["seconds"], ranges, d["options"])
-
-
-def quantize_with_ranges(fp32_onnx: Path, out: Path, cal: Calibration, **options) -> None:
-    """ORT quantize_static in QDQ format with exactly `cal`'s ranges, handed over as ORT's calibration cache."""
-    from onnxruntime.quantization import QuantFormat, quantize_static
-
-    with tempfile.TemporaryDirectory(prefix="edgekit-qdq-") as tmp:
-        cache = Path(tmp) / "ranges.json"
-        cal.write_ort_cache(cache)
-        quantize_static(
-            str(fp32_onnx), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-            calibrate_method=_ort_method(cal.method), calibration_cache_path=str(cache), **options,
-        )
 
 
 class QdqGraph:
