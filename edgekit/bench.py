@@ -12,7 +12,6 @@ latency; an artifact timed on a host that is not its hardware (arm on x86) is la
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ def check_limits(runs: int, warmup: int, batch: int, max_drop, max_latency_ms, m
         raise EdgekitError(f"--batch must be at least 1, got {batch}", "e.g. --batch 1")
     for flag, value in (("--max-drop", max_drop), ("--max-latency-ms", max_latency_ms), ("--min-speedup", min_speedup)):
         if value is not None and value < 0:
-            raise EdgekitError(f"{flag} must not be negative, got {value}", f"give a limit of 0 or more")
+            raise EdgekitError(f"{flag} must not be negative, got {value}", "give a limit of 0 or more")
 
 
 def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str | Path | None = None,  # noqa: A002

@@ -43,7 +43,7 @@ class Preprocess:
             if len(values) not in (1, self.channels):
                 raise EdgekitError(
                     f"--{name} has {len(values)} values but the model takes {self.channels} channel(s)",
-                    f"give one value, or one per channel",
+                    "give one value, or one per channel",
                 )
         if any(s <= 0 for s in self.std):
             raise EdgekitError("--std values must be positive", "pass e.g. --std 0.5")

@@ -88,7 +88,6 @@ def test_torchscript_needs_size_from_images_or_flag(tmp_path, trained_tiny, cali
 
 
 def test_table_and_workspace_contents(quantized_workspace):
-    report = json.loads((quantized_workspace / "quantize.json").read_text())
     calib = json.loads((quantized_workspace / "calibration.json").read_text())
     names = {out for n in onnx.load(quantized_workspace / "model.fp32.onnx").graph.node for out in n.output}
     # Ranges name tensors of the fp32 reference, so other backends can reuse them.

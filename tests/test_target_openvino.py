@@ -56,8 +56,8 @@ def test_compile_writes_an_int8_ir_and_a_true_fp32_one(ov_dirs, source):
     int8_ops, fp32_ops = op_types(out / "model.int8.xml"), op_types(out / "model.fp32.xml")
     assert int8_ops.count("FakeQuantize") == result.details["fake_quantize_ops"] > 0
     assert "FakeQuantize" not in fp32_ops
-    fp32_constants = [op for op in ov.Core().read_model(out / "model.fp32.xml").get_ops() if op.get_type_name() == "Constant"]
-    assert not any(c.get_element_type() == ov.Type.f16 for c in fp32_constants), "fp32 weights kept, not fp16"
+    fp32_types = {op.get_element_type() for op in ov.Core().read_model(out / "model.fp32.xml").get_ops()}
+    assert ov.Type.f16 not in fp32_types, "the reference keeps fp32 weights, not fp16"
     # The plugin runs the convolutions and the classifier in int8 on this CPU.
     assert result.precision["Convolution"] == "int8" and result.precision["FullyConnected"] == "int8"
 
@@ -110,3 +110,20 @@ def test_bad_source_and_missing_artifacts_are_clear_errors(quantized_workspace, 
         OpenVINOTarget().runner(ov_dirs["nncf"][0], "engine")
     with pytest.raises(EdgekitError, match="is missing"):
         OpenVINOTarget().runner(tmp_path, "int8")
+
+
+def test_a_graph_that_bakes_the_batch_in_keeps_it_and_the_runner_pads(tmp_path):
+    # x (4, 1, 28, 28) -> Reshape to the constant [4, 784]: OpenVINO accepts a dynamic input batch, but only the
+    # output shows that batch 4 is still baked in.
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 1, 28, 28])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 784])
+    shape = onnx.numpy_helper.from_array(np.array([4, 784], np.int64), "shape")
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Reshape", ["x", "shape"], ["y"])], "g", [x], [y], [shape])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    notes = []
+    model = _convert(tmp_path / "m.onnx", notes)
+    assert model.inputs[0].get_partial_shape()[0].get_length() == 4
+    assert notes and "fixes the batch size at 4" in notes[0]
+    ov.save_model(model, tmp_path / "model.fp32.xml", compress_to_fp16=False)
+    images = np.random.default_rng(0).standard_normal((7, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(OpenVINOTarget().runner(tmp_path, "fp32")(images), images.reshape(7, 784))

@@ -9,7 +9,6 @@ tests can break a graph on purpose and see the check notice.
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
