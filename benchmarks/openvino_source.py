@@ -7,6 +7,18 @@ on the CPU: rounds interleave the models so a busy machine slows them all alike.
     edgekit quantize models/fashion_resnet.pt2 --calib calibration --eval data/fashion_mnist_eval.npz \\
         --mean 0.286 --std 0.353 --workdir /tmp/ws
     python benchmarks/openvino_source.py /tmp/ws
+
+Measured (openvino 2026.4.1, nncf 3.4.0, AMD EPYC with AVX512-VNNI, 2 threads, shared machine; the bundled
+teacher models/fashion_resnet.pt2 on the bundled 2,000 eval images, 320 calibration images, percentile ranges;
+latency from two runs):
+
+    model        agreement   cosine    top-1  p50 ms (batch 1)  build s
+    int8 (nncf)    99.15 %  0.99874  94.70 %       0.223-0.251      3.4
+    int8 (qdq)     99.80 %  0.99994  95.05 %       0.224-0.251      1.4
+    fp32          100.00 %  1.00000  95.05 %       0.461-0.665        -
+
+On the tests' tiny CNN (300 eval images): nncf 97.00 %, qdq 96.67 % agreement, both 0.044 ms. Latency is a tie;
+qdq agrees better on the real model, keeps its top-1, and builds in a third of the time.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def quantize(model, calib, eval_, workdir, arch, trust_pickle, input_shape, size
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size the engine is tuned for (jetson).")
 @click.option("--threads", type=int, default=0, help="Runtime threads for the validation run (0: all cores).")
 @click.option("--openvino-source", type=click.Choice(["nncf", "qdq"]), default=None,
-              help="openvino int8 from NNCF on the fp32 IR (default) or from the portable QDQ model.")
+              help="openvino int8 from the portable QDQ model (default) or NNCF on the fp32 IR.")
 @click.option("--json", "as_json", is_flag=True, help="Print the compile.json of each target.")
 def compile_cmd(target, workdir, device, batch, threads, openvino_source, as_json) -> None:
     """Compile the quantized workspace for edge targets (no model argument: it reads the workspace)."""

@@ -90,13 +90,14 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
         with contextlib.redirect_stdout(sys.stderr):
             result = tgt.compile(ctx)
         seconds = time.perf_counter() - t0
-        validation = validate(tgt, out_dir, eval_set, pre, threads, options)
+        # Validation runs where this machine can: the CPU. --device is recorded for bench on the device itself.
+        validation = validate(tgt, out_dir, eval_set, pre, threads, {**options, "device": "CPU"})
         log(f"{tgt.name}: int8 agrees with fp32 top-1 on {100 * validation['agreement']:.2f} % of {validation['images']}"
             f" eval images ({validation['runtime']})")
         info = {
             "target": tgt.name, "status": "ok", "hardware": tgt.hardware, "runtime": tgt.runtime,
             "files": result.files,
-            "sizes_bytes": {role: (out_dir / f).stat().st_size for role, f in result.files.items() if (out_dir / f).is_file()},
+            "sizes_bytes": {role: artifact_size(out_dir / f) for role, f in result.files.items()},
             "precision": result.precision, "versions": result.versions, "seconds": round(seconds, 3),
             "inputs": {"model.fp32.onnx": manifest["files_sha256"]["model.fp32.onnx"],
                        "model.int8.onnx": manifest["files_sha256"]["model.int8.onnx"],
@@ -109,6 +110,12 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
         targets[tgt.name] = {"dir": rel, "files": result.files, "options": options}
         stage.commit({"targets": targets}, {"options": options})
     return info
+
+
+def artifact_size(path: Path) -> int:
+    """Bytes of an artifact, counting the weights file beside it (OpenVINO's .bin next to its .xml)."""
+    weights = path.with_suffix(".bin")
+    return path.stat().st_size + (weights.stat().st_size if path.suffix == ".xml" and weights.is_file() else 0)
 
 
 def validate(tgt, target_dir: Path, eval_set, pre: Preprocess, threads: int, options: dict) -> dict:
