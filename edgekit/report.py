@@ -44,21 +44,25 @@ def row(r: dict) -> list[str]:
             "none" if not gates else ("all passed" if not failed else "failed: " + ", ".join(failed)), note]
 
 
-def markdown(results: list[dict]) -> str:
+def notes(results: list[dict]) -> list[str]:
     env = results[0]["environment"]
+    return [f"Host: {env['cpu']} ({env['machine']}, {env['cores']} cores; {', '.join(env['isa']) or 'no SIMD flags read'}).",
+            f"Runtimes: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}.",
+            "Speedup = reference p50 / int8 p50, both timed in interleaved rounds in the same run, each target "
+            "against its own fp32 reference in its own runtime.",
+            "host proxy: timed on this host, not on the target device. emulated: the target's runtime is "
+            "absent; accuracy comes from running its artifact on ONNX Runtime and no latency is reported."]
+
+
+def markdown(results: list[dict]) -> str:
     lines = ["# edgekit benchmark report", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row(r)) + " |" for r in results]
-    lines += ["", f"Host: {env['cpu']} ({env['machine']}, {env['cores']} cores; {', '.join(env['isa']) or 'no SIMD flags read'}).",
-              f"Runtimes: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}.",
-              "Speedup = reference p50 / int8 p50, both timed in interleaved rounds in the same run, each target "
-              "against its own fp32 reference in its own runtime.",
-              "`host proxy`: timed on this host, not on the target device. `emulated`: the target's runtime is "
-              "absent; accuracy comes from running its artifact on ONNX Runtime and no latency is reported."]
+    lines += ["", *notes(results)]
     return "\n".join(lines) + "\n"
 
 
-def svg_plot(results: list[dict], width: int = 560, height: int = 340) -> str:
+def svg_plot(results: list[dict], width: int = 680, height: int = 340) -> str:
     """Latency p50 (x) vs accuracy (y: top-1, or agreement without labels) for the targets that were timed."""
     points = []
     for r in results:
@@ -66,8 +70,8 @@ def svg_plot(results: list[dict], width: int = 560, height: int = 340) -> str:
             continue
         acc = r["accuracy"]
         y = acc["top1"] if acc["top1"] is not None else acc["agreement"]
-        points.append((r["target"], r["latency_ms"]["p50"], y))
-    m = {"l": 60, "r": 20, "t": 20, "b": 50}
+        points.append((r["target"] + (" (host proxy)" if r["host_proxy"] else ""), r["latency_ms"]["p50"], y, r["host_proxy"]))
+    m = {"l": 60, "r": 140, "t": 20, "b": 50}  # the right margin holds the last point's label
     w, h = width - m["l"] - m["r"], height - m["t"] - m["b"]
     xs = [p[1] for p in points] or [0.0, 1.0]
     ys = [p[2] for p in points] or [0.0, 1.0]
@@ -87,8 +91,10 @@ def svg_plot(results: list[dict], width: int = 560, height: int = 340) -> str:
     parts.append(f'<text x="{m["l"] + w / 2}" y="{height - 8}" font-size="12" text-anchor="middle">latency p50 (ms, batch as benched)</text>')
     parts.append(f'<text x="14" y="{m["t"] + h / 2}" font-size="12" text-anchor="middle" '
                  f'transform="rotate(-90 14 {m["t"] + h / 2})">accuracy (%)</text>')
-    for name, x, y in points:
-        parts.append(f'<circle class="point" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="6" fill="#1f6feb"/>')
+    for name, x, y, proxy in points:
+        # A host-proxy latency is drawn hollow: a stand-in, not the device's number.
+        fill = 'fill="white" stroke="#1f6feb" stroke-width="2"' if proxy else 'fill="#1f6feb"'
+        parts.append(f'<circle class="point" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="6" {fill}/>')
         parts.append(f'<text x="{sx(x) + 9:.1f}" y="{sy(y) - 8:.1f}" font-size="12">{html.escape(name)}</text>')
     if not points:
         parts.append(f'<text x="{m["l"] + w / 2}" y="{m["t"] + h / 2}" text-anchor="middle">no target was timed here</text>')
@@ -99,17 +105,16 @@ def svg_plot(results: list[dict], width: int = 560, height: int = 340) -> str:
 def html_page(results: list[dict]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row(r)) + "</tr>" for r in results)
-    notes = markdown(results).split("\n\n", 1)[1].strip().split("\n")[1:]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>edgekit benchmark report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}}td:first-child,th:first-child{{text-align:left}}
 th{{background:#eee}}</style></head>
 <body><h1>edgekit benchmark report</h1>
 <table id="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <h2>Latency vs accuracy</h2>
 {svg_plot(results)}
-{''.join(f'<p>{html.escape(n)}</p>' for n in notes)}
+{''.join(f'<p>{html.escape(n)}</p>' for n in notes(results))}
 </body></html>
 """
 

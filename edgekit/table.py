@@ -55,10 +55,10 @@ def compile_table(results: dict) -> str:
         v = r["validation"]
         main_file = next(iter(r["files"].values()))
         rows.append([
-            name, "ok", main_file, size(sum(r["sizes_bytes"].values())),
+            name, "ok", main_file, size(r["sizes_bytes"][next(iter(r["files"]))]),
             pct(v["agreement"]) + (" (emulated)" if v["emulated"] else ""), f"{r['seconds']:.1f} s",
         ])
-    return format_table(["target", "status", "artifact", "size", "agreement vs fp32", "compile time"], rows)
+    return format_table(["target", "status", "int8 artifact", "size", "agreement vs fp32", "compile time"], rows)
 
 
 def bench_table(results: dict) -> str:

@@ -107,7 +107,7 @@ def test_report_md_and_html(benched, compiled):
     page = (compiled / "report.html").read_text()
     for name in ("openvino", "arm", "jetson"):
         assert f"| {name} |" in md and f"<td>{name}</td>" in page
-    assert "emulated (accuracy only)" in md and "host proxy" in md
+    assert "emulated (accuracy only)" in md and "host proxy" in md and "arm (host proxy)" in page
     assert page.count('class="point"') == 2, "openvino and arm were timed; jetson was not"
     assert "<script" not in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
 
