@@ -93,3 +93,19 @@ def test_other_edgekit_version_is_refused(workspace):
     (workspace / "manifest.json").write_text(json.dumps(manifest))
     result = invoke("compile", "--target", "arm", "--workdir", workspace)
     assert result.exit_code == 2 and "schema 0" in result.stderr
+
+
+def test_missing_runtime(workspace, monkeypatch):
+    """A target whose runtime is absent: an error naming what to install when asked for by name, a skip in `all`."""
+    from edgekit.targets.openvino import OpenVINOTarget
+
+    monkeypatch.setattr(OpenVINOTarget, "available", lambda self: "openvino not installed")
+    result = invoke("compile", "--target", "openvino", "--workdir", workspace)
+    assert result.exit_code == 2
+    assert "openvino not installed" in result.stderr and "pip install 'edgekit[openvino]'" in result.stderr
+    assert not (workspace / "targets" / "openvino").exists()
+    result = invoke("compile", "--target", "all", "--workdir", workspace, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["openvino"]["status"] == "skipped" and info["arm"]["status"] == "ok"
+    assert "openvino" not in json.loads((workspace / "manifest.json").read_text())["targets"]
