@@ -11,9 +11,8 @@ scheme too, so the portable model.int8.onnx is a sensible starting point for eve
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -41,7 +40,6 @@ class QuantizeOptions:
     seed: int = 0
     batch: int = EVAL_BATCH
     threads: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -76,12 +76,15 @@ class Workspace:
     @contextmanager
     def stage(self, name: str) -> Iterator["Stage"]:
         """Stage files in a temp folder; on success `Stage.commit` moves them in. On any error nothing moves."""
+        created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".staging-{name}-"))
         try:
             yield Stage(self, name, staging)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            if created and not any(self.root.iterdir()):
+                self.root.rmdir()  # a first stage that failed leaves no empty workspace behind
 
 
 class Stage:

@@ -187,3 +187,12 @@ def test_debug_shows_traceback(tmp_path, calib_small):
     result = CliRunner().invoke(main, ["--debug", "quantize", str(tmp_path / "nope.pt"), "--calib", str(calib_small)])
     assert result.exit_code == 2
     assert "Traceback" in result.stderr
+
+
+def test_failed_first_run_leaves_no_workspace(tmp_path, calib_small):
+    """The export fails inside the stage, after the workspace folder was made: it must go again."""
+    torch.save(UsesCustomOp(1, 10).state_dict(), tmp_path / "sd.pt")
+    ws = tmp_path / "fresh"
+    assert_bad_input(["quantize", tmp_path / "sd.pt", "--arch", "tests.test_bad_input:uses_custom_op",
+                      "--calib", calib_small, "--workdir", ws], ws, "cannot be exported")
+    assert not ws.exists()
