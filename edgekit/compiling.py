@@ -108,7 +108,7 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
         write_json_atomic(out_dir / "compile.json", info)
         targets = dict(ws.read_manifest().get("targets", {}))
         targets[tgt.name] = {"dir": rel, "files": result.files, "options": options}
-        stage.commit({"targets": targets}, {"options": options})
+        stage.commit({"targets": targets}, {"options": options}, replace_dir=rel)
     return info
 
 

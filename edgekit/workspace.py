@@ -96,11 +96,14 @@ class Stage:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def commit(self, manifest_update: dict[str, Any], record: dict[str, Any], restart: bool = False) -> dict[str, Any]:
+    def commit(self, manifest_update: dict[str, Any], record: dict[str, Any], restart: bool = False,
+               replace_dir: str | None = None) -> dict[str, Any]:
         """Move staged files into the workspace, then write the manifest with this stage recorded.
 
         restart=True (a new quantize) forgets every later stage and removes targets/: artifacts compiled
-        from the previous model must never sit beside the new one looking current.
+        from the previous model must never sit beside the new one looking current. replace_dir swaps a
+        whole folder (a target's) for its staged version, so no file of an earlier build (an old engine,
+        an old bench.json) survives a rebuild.
         """
         manifest = self.ws.read_manifest() or {"schema": SCHEMA}
         if restart:
@@ -108,6 +111,8 @@ class Stage:
         manifest.update(manifest_update)
         manifest["edgekit_version"] = __version__
         files = sorted(str(p.relative_to(self.dir)) for p in self.dir.rglob("*") if p.is_file())
+        if replace_dir is not None and (self.ws.root / replace_dir).exists():
+            os.replace(self.ws.root / replace_dir, self.dir / ".replaced")  # removed with the staging folder
         for rel in files:
             dest = self.ws.root / rel
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -109,3 +109,12 @@ def test_missing_runtime(workspace, monkeypatch):
     info = json.loads(result.stdout)
     assert info["openvino"]["status"] == "skipped" and info["arm"]["status"] == "ok"
     assert "openvino" not in json.loads((workspace / "manifest.json").read_text())["targets"]
+
+
+def test_recompile_replaces_the_whole_target_folder(workspace):
+    assert invoke("compile", "--target", "arm", "--workdir", workspace).exit_code == 0
+    stale = workspace / "targets" / "arm" / "bench.json"
+    stale.write_text("{}")  # a result of the previous build
+    assert invoke("compile", "--target", "arm", "--workdir", workspace).exit_code == 0
+    assert not stale.exists() and (workspace / "targets" / "arm" / "compile.json").is_file()
+    assert not list(workspace.glob(".staging-*"))
