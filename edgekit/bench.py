@@ -7,29 +7,33 @@ noisy machine even when absolute milliseconds do not.
 
 Honesty rules: an emulated artifact (the jetson Q/DQ graph on ONNX Runtime) gets accuracy only, never a
 latency; an artifact timed on a host that is not its hardware (arm on x86) is labelled `host_proxy`.
+
+With `remote="user@host"` the artifacts run on that board over ssh (edgekit/remote.py): the eval images are
+preprocessed here, the board returns logits and per-call timings, and every metric is computed here by the same
+code as a local bench; the latency is then the board's own, and the board's machine decides `host_proxy`.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
-import time
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from . import metrics
+from . import metrics, remote_runner
 from .compiling import require_quantized
 from .data import ImageSet, Preprocess, open_images
 from .environment import environment
 from .errors import EdgekitError
-from .quantization import _check_labels, workspace_images
+from .quantization import check_labels, workspace_images
+from .remote import parse_host, run_remote
+from .remote_runner import ACCURACY_BATCH
 from .targets import get_target, resolve_targets
 from .workspace import Workspace, write_json_atomic
 
-ROUND = 10  # timed calls per runtime per round; rounds alternate int8/reference
-ACCURACY_BATCH = 32
 NATIVE_MACHINES = {"arm": ("aarch64", "arm64", "armv7l", "armv8l")}  # target -> host machines it runs on natively
 
 
@@ -48,10 +52,18 @@ def check_limits(runs: int, warmup: int, batch: int, max_drop, max_latency_ms, m
 def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str | Path | None = None,  # noqa: A002
           batch: int = 1, threads: int | None = None, runs: int = 200, warmup: int = 20, warmup_seconds: float = 1.0,
           max_drop: float | None = None, max_latency_ms: float | None = None, min_speedup: float | None = None,
+          remote: str | None = None, ssh_key: str | Path | None = None, remote_python: str | None = None,
           log=print) -> dict:
-    """Bench each compiled target; returns {name: bench.json}. Gate failures are in each result's "gates"."""
+    """Bench each compiled target; returns {name: bench.json}. Gate failures are in each result's "gates".
+
+    remote: "user@host[:port]" to run on that board over ssh, with `ssh_key` and the board's `remote_python`
+    (default python3); threads then default to all of the board's cores.
+    """
     check_limits(runs, warmup, batch, max_drop, max_latency_ms, min_speedup)
-    threads = threads or os.cpu_count() or 1
+    if remote is None and (ssh_key is not None or remote_python is not None):
+        raise EdgekitError("--ssh-key and --remote-python only apply to a remote bench", "add --remote user@host")
+    if remote is not None:
+        parse_host(remote)  # a malformed host is bad input: say so before any work
     ws = Workspace(workdir)
     manifest = require_quantized(ws)
     compiled = manifest.get("targets", {})
@@ -65,48 +77,104 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
     pre = Preprocess.from_dict(manifest["preprocess"])
     if eval is not None:
         eval_set, eval_label = open_images(eval, "eval"), str(eval)
-        _check_labels(eval_set, manifest["input"]["num_classes"])
+        check_labels(eval_set, manifest["input"]["num_classes"])
     else:
         _, eval_set, eval_label = workspace_images(manifest)
-    env = environment()
+    timing = {"batch": batch, "runs": runs, "warmup": warmup, "warmup_seconds": warmup_seconds}
+    if remote is None:
+        env, threads = environment(), threads or os.cpu_count() or 1
     results = {}
-    for name in names:
-        tgt = get_target(name)
-        folder = ws.root / compiled[name]["dir"]
-        options = compiled[name].get("options", {})
-        log(f"{name}: benchmarking ({tgt.runtime}, {threads} threads, batch {batch})")
-        int8, ref = tgt.runner(folder, "int8", threads, options), tgt.runner(folder, "fp32", threads, options)
-        result = {"target": name, "runtime": tgt.runtime, "hardware": tgt.hardware, "batch": batch, "threads": threads,
-                  "emulated": bool(getattr(int8, "emulated", False)),
-                  "host_proxy": _host_proxy(name, env, int8),
-                  "device": options.get("device", "CPU"), "eval": {"source": eval_label, "images": len(eval_set)}}
-        result["accuracy"] = accuracy(int8, ref, eval_set, pre, name)
-        if result["emulated"]:
-            result.update(latency_ms=None, reference_latency_ms=None, speedup_vs_reference=None, throughput_ips=None,
-                          latency_note=f"not measured: {tgt.runtime} is not available here and the artifact ran "
-                                       "emulated on ONNX Runtime; its speed says nothing about the device")
-        else:
-            x = _input_batch(eval_set, pre, batch)
-            timings = interleaved_latency({"int8": int8, "reference": ref}, x, runs, warmup, warmup_seconds, name)
-            lat, ref_lat = summarize(timings["int8"]), summarize(timings["reference"])
-            result.update(latency_ms=lat, reference_latency_ms=ref_lat,
-                          speedup_vs_reference=ref_lat["p50"] / lat["p50"],
-                          throughput_ips=batch * 1000.0 / lat["mean"], runs=runs,
-                          latency_note="host proxy: timed on this host, not on the target device" if result["host_proxy"]
-                          else "measured on the target's own hardware")
-        result["gates"] = gates(result, max_drop, max_latency_ms, min_speedup)
-        result["passed"] = all(g["passed"] for g in result["gates"])
-        result["environment"] = {**env, "precision": getattr(int8, "precision_hint", None)}
-        write_json_atomic(folder / "bench.json", result)
-        results[name] = result
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:  # holds the inputs sent to a remote
+        if remote is not None:
+            log(f"preprocessing {len(eval_set)} eval images for {remote}")
+            inputs = write_inputs(eval_set, pre, Path(tmp) / "inputs.npy")
+        for name in names:
+            tgt = get_target(name)
+            folder = ws.root / compiled[name]["dir"]
+            options = compiled[name].get("options", {})
+            device = options.get("device", "CPU")
+            if remote is None:
+                log(f"{name}: benchmarking ({tgt.runtime}, {threads} threads, batch {batch})")
+                run = _measure_here(tgt, folder, options, eval_set, pre, threads, env, timing)
+            else:
+                log(f"{name}: benchmarking on {remote} ({tgt.runtime}, batch {batch})")
+                files = {which: compiled[name]["files"][which] for which in ("int8", "fp32")}
+                run = _measure_remote(remote, ssh_key, remote_python, name, folder, files, inputs, device, threads,
+                                      timing, log)
+            machine = run["environment"]["machine"]
+            result = {"target": name, "runtime": tgt.runtime, "hardware": tgt.hardware, "batch": batch,
+                      "threads": run["threads"], "emulated": run["emulated"],
+                      "host_proxy": _host_proxy(name, machine, run["emulated"]),
+                      "device": device, "eval": {"source": eval_label, "images": len(eval_set)}}
+            if remote is not None:
+                result.update(remote=remote, providers=run["providers"])
+            result["accuracy"] = accuracy(*run["logits"], eval_set.labels)
+            if result["emulated"]:
+                where = "here" if remote is None else f"on {remote}"
+                result.update(latency_ms=None, reference_latency_ms=None, speedup_vs_reference=None,
+                              throughput_ips=None,
+                              latency_note=f"not measured: {tgt.runtime} is not available {where} and the artifact ran "
+                                           "emulated on ONNX Runtime; its speed says nothing about the device")
+            else:
+                lat, ref_lat = summarize(run["timings"]["int8"]), summarize(run["timings"]["reference"])
+                result.update(latency_ms=lat, reference_latency_ms=ref_lat,
+                              speedup_vs_reference=ref_lat["p50"] / lat["p50"],
+                              throughput_ips=batch * 1000.0 / lat["mean"], runs=runs,
+                              latency_note=_latency_note(result["host_proxy"], remote, machine))
+            result["gates"] = gates(result, max_drop, max_latency_ms, min_speedup)
+            result["passed"] = all(g["passed"] for g in result["gates"])
+            result["environment"] = run["environment"]
+            write_json_atomic(folder / "bench.json", result)
+            results[name] = result
     return results
 
 
-def _host_proxy(name: str, env: dict, runner) -> bool:
-    if getattr(runner, "emulated", False):
-        return True
+def _measure_here(tgt, folder: Path, options: dict, images: ImageSet, pre: Preprocess, threads: int, env: dict,
+                  timing: dict) -> dict:
+    """Logits and timings of the target's artifacts on this machine, in the shape a remote run returns them."""
+    int8, ref = tgt.runner(folder, "int8", threads, options), tgt.runner(folder, "fp32", threads, options)
+    emulated = bool(getattr(int8, "emulated", False))
+    logits, timings = _logits(int8, ref, images, pre, tgt.name), None
+    if not emulated:
+        x = _input_batch(images, pre, timing["batch"])
+        timings = interleaved_latency({"int8": int8, "reference": ref}, x, timing["runs"], timing["warmup"],
+                                      timing["warmup_seconds"], tgt.name)
+    return {"logits": logits, "timings": timings, "emulated": emulated, "threads": threads,
+            "environment": {**env, "precision": getattr(int8, "precision_hint", None)}}
+
+
+def _measure_remote(host: str, ssh_key, remote_python: str | None, name: str, folder: Path, files: dict,
+                    inputs: Path, device: str, threads: int | None, timing: dict, log) -> dict:
+    """What _measure_here returns, measured on `host` over ssh (threads None: all of its cores)."""
+    out = run_remote(host, folder, name, files, inputs, threads=threads or 0, device=device, ssh_key=ssh_key,
+                     remote_python=remote_python or "python3", log=log, **timing)
+    return {"logits": (out["logits"]["int8"], out["logits"]["fp32"]), "timings": out["timings_ms"],
+            "emulated": out["emulated"], "threads": out["threads"], "providers": out["providers"],
+            "environment": {**out["environment"], "precision": out["precision"]}}
+
+
+def _host_proxy(name: str, machine: str, emulated: bool) -> bool:
     native = NATIVE_MACHINES.get(name)
-    return native is not None and env["machine"] not in native
+    return emulated or (native is not None and machine not in native)
+
+
+def _latency_note(host_proxy: bool, remote: str | None, machine: str) -> str:
+    if remote is None:
+        return ("host proxy: timed on this host, not on the target device" if host_proxy
+                else "measured on the target's own hardware")
+    return (f"host proxy: timed on {remote} ({machine}), not on the target device" if host_proxy
+            else f"measured on the device: {remote} ({machine})")
+
+
+def write_inputs(images: ImageSet, pre: Preprocess, path: Path) -> Path:
+    """Every image preprocessed, float32 (N, C, H, W), as an .npy; filled batch by batch, as it can be large."""
+    out = None
+    for start, x in zip(range(0, len(images), ACCURACY_BATCH), images.batches(pre, ACCURACY_BATCH)):
+        if out is None:
+            out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(images), *x.shape[1:]))
+        out[start : start + len(x)] = x
+    out.flush()
+    return path
 
 
 def _input_batch(images: ImageSet, pre: Preprocess, batch: int) -> np.ndarray:
@@ -114,18 +182,22 @@ def _input_batch(images: ImageSet, pre: Preprocess, batch: int) -> np.ndarray:
     return np.stack([images.load(i % len(images), pre) for i in range(batch)])
 
 
-def accuracy(int8, ref, images: ImageSet, pre: Preprocess, name: str) -> dict:
+def _logits(int8, ref, images: ImageSet, pre: Preprocess, name: str) -> tuple[np.ndarray, np.ndarray]:
     a, b = [], []
     with tqdm(total=len(images), desc=f"{name}: accuracy", unit="img", leave=False, dynamic_ncols=True) as bar:
         for x in images.batches(pre, ACCURACY_BATCH):
             a.append(int8(x))
             b.append(ref(x))
             bar.update(len(x))
-    a, b = np.concatenate(a), np.concatenate(b)
+    return np.concatenate(a), np.concatenate(b)
+
+
+def accuracy(a: np.ndarray, b: np.ndarray, labels) -> dict:
+    """Metrics of int8 logits `a` against the fp32 reference's `b` and, where there are labels, the labels."""
     out = {"top1": None, "top5": None, "reference_top1": None, "agreement": metrics.agreement(a, b),
-           "cosine": metrics.cosine(a, b), "worst_class_drop_points": None, "labelled": images.labels is not None}
-    if images.labels is not None:
-        labels = np.asarray(images.labels)
+           "cosine": metrics.cosine(a, b), "worst_class_drop_points": None, "labelled": labels is not None}
+    if labels is not None:
+        labels = np.asarray(labels)
         out.update(top1=metrics.topk(a, labels), reference_top1=metrics.topk(b, labels))
         if a.shape[1] > 5:
             out.update(top5=metrics.topk(a, labels, 5), reference_top5=metrics.topk(b, labels, 5))
@@ -137,24 +209,9 @@ def accuracy(int8, ref, images: ImageSet, pre: Preprocess, name: str) -> dict:
 
 def interleaved_latency(runners: dict, x: np.ndarray, runs: int, warmup: int, warmup_seconds: float,
                         name: str) -> dict[str, list[float]]:
-    """Per-call milliseconds for each runner, timed in alternating rounds after a warm-up."""
-    for run in runners.values():
-        start, n = time.perf_counter(), 0
-        while n < warmup or time.perf_counter() - start < warmup_seconds:
-            run(x)
-            n += 1
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    order = list(runners)
-    rounds = -(-runs // ROUND)
+    """remote_runner.interleaved_latency (the one timing loop, shared with the remote bench) with a progress bar."""
     with tqdm(total=runs * len(runners), desc=f"{name}: latency", unit="call", leave=False, dynamic_ncols=True) as bar:
-        for r in range(rounds):
-            for key in order if r % 2 == 0 else order[::-1]:
-                for _ in range(min(ROUND, runs - r * ROUND)):
-                    t0 = time.perf_counter_ns()
-                    runners[key](x)
-                    times[key].append((time.perf_counter_ns() - t0) / 1e6)
-                    bar.update(1)
-    return times
+        return remote_runner.interleaved_latency(runners, x, runs, warmup, warmup_seconds, lambda: bar.update(1))
 
 
 def summarize(ms: list[float]) -> dict:

@@ -120,22 +120,30 @@ def compile_cmd(target, workdir, device, batch, threads, openvino_source, as_jso
 @click.option("--workdir", default="edgekit-out", show_default=True)
 @click.option("--eval", "eval_", default=None, help="Eval images (default: the ones quantize used).")
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size for latency.")
-@click.option("--threads", type=int, default=None, help="Runtime threads, fixed and recorded (default: all cores).")
+@click.option("--threads", type=int, default=None,
+              help="Runtime threads, fixed and recorded (default: all cores; the board's with --remote).")
 @click.option("--runs", type=int, default=200, show_default=True, help="Timed calls per runtime.")
 @click.option("--warmup", type=int, default=20, show_default=True, help="Warm-up calls per runtime.")
 @click.option("--warmup-seconds", type=float, default=1.0, show_default=True, help="...and at least this long.")
 @click.option("--max-drop", type=float, default=None, help="Gate: top-1 points lost vs fp32 (disagreement without labels).")
 @click.option("--max-latency-ms", type=float, default=None, help="Gate: int8 p50 latency in ms.")
 @click.option("--min-speedup", type=float, default=None, help="Gate: int8 speedup over the target's fp32 reference.")
+@click.option("--remote", default=None, metavar="USER@HOST[:PORT]",
+              help="Run on this board over ssh (it needs python3, numpy and the target's runtime, not edgekit).")
+@click.option("--ssh-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Private key for --remote (extra ssh options: the EDGEKIT_SSH_OPTS variable).")
+@click.option("--remote-python", default=None, help="The board's python for --remote.  [default: python3]")
 @click.option("--json", "as_json", is_flag=True, help="Print the bench.json of each target.")
 @click.pass_context
-def bench_cmd(ctx, target, workdir, eval_, batch, threads, runs, warmup, warmup_seconds, max_drop, max_latency_ms, min_speedup, as_json):
+def bench_cmd(ctx, target, workdir, eval_, batch, threads, runs, warmup, warmup_seconds, max_drop, max_latency_ms, min_speedup,
+              remote, ssh_key, remote_python, as_json):
     """Latency and accuracy per compiled target, with pass/fail gates (exit 1 if any fails)."""
     from .bench import bench
     from .table import bench_table
 
     results = bench(target, workdir=workdir, eval=eval_, batch=batch, threads=threads, runs=runs, warmup=warmup,
-                    warmup_seconds=warmup_seconds, max_drop=max_drop, max_latency_ms=max_latency_ms, min_speedup=min_speedup, log=_stderr)
+                    warmup_seconds=warmup_seconds, max_drop=max_drop, max_latency_ms=max_latency_ms, min_speedup=min_speedup,
+                    remote=remote, ssh_key=ssh_key, remote_python=remote_python, log=_stderr)
     click.echo(json.dumps(results, indent=2) if as_json else bench_table(results))
     failed = [name for name, r in results.items() if not r["passed"]]
     if failed:

@@ -97,7 +97,7 @@ def quantize(
         fp32_path, int8_path = stage.path("model.fp32.onnx"), stage.path("model.int8.onnx")
         check = export_onnx(loaded, example, fp32_path)
         num_classes = int(OrtModel(fp32_path)(example).shape[1])
-        _check_labels(eval_set, num_classes)
+        check_labels(eval_set, num_classes)
 
         cal = calibrate(fp32_path, calib_set, pre, opts.method)
         t0 = time.perf_counter()
@@ -166,7 +166,7 @@ def quantize_qdq(fp32_path: Path, int8_path: Path, cal: Calibration, nodes_to_ex
     )
 
 
-def _check_labels(images: ImageSet, num_classes: int) -> None:
+def check_labels(images: ImageSet, num_classes: int) -> None:
     if images.labels is None:
         return
     if images.classes and len(images.classes) != num_classes:

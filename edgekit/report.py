@@ -50,7 +50,8 @@ def notes(results: list[dict]) -> list[str]:
             f"Runtimes: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}.",
             "Speedup = reference p50 / int8 p50, both timed in interleaved rounds in the same run, each target "
             "against its own fp32 reference in its own runtime.",
-            "host proxy: timed on this host, not on the target device. emulated: the target's runtime is "
+            "host proxy: timed on hardware that is not the target's (this host, or a board of another kind), never "
+            "the device's latency. emulated: the target's runtime is "
             "absent; accuracy comes from running its artifact on ONNX Runtime and no latency is reported."]
 
 
