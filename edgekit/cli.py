@@ -173,7 +173,7 @@ def targets_cmd() -> None:
         t = get_target(name)
         reason = t.available()
         rows.append([name, t.hardware, t.runtime, t.artifact, "yes" if reason is None else f"no: {reason}"])
-    click.echo(format_table(["target", "hardware", "runtime", "artifact", "available here"], rows))
+    click.echo(format_table(["target", "hardware", "runtime", "artifact", "available here"], rows, align="lllll"))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 
-def format_table(headers: list[str], rows: list[list[str]]) -> str:
+def format_table(headers: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    """align: one letter a column, "l" or "r"; default: the first column left, the rest (numbers) right."""
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    align = align or "l" + "r" * (len(headers) - 1)
 
     def line(cells: list[str]) -> str:
-        first = str(cells[0]).ljust(widths[0])
-        rest = [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:])]
-        return "  ".join([first, *rest]).rstrip()
+        return "  ".join(str(c).ljust(w) if a == "l" else str(c).rjust(w)
+                         for c, w, a in zip(cells, widths, align)).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
@@ -64,4 +65,4 @@ def compile_table(results: dict) -> str:
 def bench_table(results: dict) -> str:
     from .report import COLUMNS, row
 
-    return format_table(COLUMNS, [row(r) for r in results.values()])
+    return format_table(COLUMNS, [row(r) for r in results.values()], align="lllrrrrrrll")
