@@ -108,3 +108,15 @@ def quantized_workspace(tmp_path_factory, trained_tiny, calib_small, eval_npz_sm
     quantize(model_path, calib_small, eval=eval_npz_small, workdir=root / "out", mean="0.286", std="0.353",
              method="minmax", log=lambda *_: None)
     return root / "out"
+
+
+def compile_all(ws: Path, quantized: Path) -> Path:
+    """A private copy of a quantized workspace, compiled for every target: what bench starts from."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    shutil.copytree(quantized, ws)
+    result = CliRunner().invoke(main, ["compile", "--target", "all", "--workdir", str(ws)])
+    assert result.exit_code == 0, result.output
+    return ws

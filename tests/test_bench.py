@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
+from tests.conftest import compile_all
 
 FAST = ["--runs", "20", "--warmup", "2", "--warmup-seconds", "0.05", "--threads", "1"]
 
@@ -20,11 +21,7 @@ def invoke(*args):
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory, quantized_workspace):
-    ws = tmp_path_factory.mktemp("bench") / "ws"
-    shutil.copytree(quantized_workspace, ws)
-    result = invoke("compile", "--target", "all", "--workdir", ws)
-    assert result.exit_code == 0, result.output
-    return ws
+    return compile_all(tmp_path_factory.mktemp("bench") / "ws", quantized_workspace)
 
 
 @pytest.fixture(scope="module")

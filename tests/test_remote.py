@@ -25,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
+from tests.conftest import compile_all
 
 SSHD = "/usr/sbin/sshd"
 FAST = ["--runs", "20", "--warmup", "2", "--warmup-seconds", "0.05", "--threads", "1"]
@@ -97,11 +98,7 @@ def no_user_ssh_config(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory, quantized_workspace):
-    ws = tmp_path_factory.mktemp("remote") / "ws"
-    shutil.copytree(quantized_workspace, ws)
-    result = invoke("compile", "--target", "all", "--workdir", ws)
-    assert result.exit_code == 0, result.output
-    return ws
+    return compile_all(tmp_path_factory.mktemp("remote") / "ws", quantized_workspace)
 
 
 def remote_args(sshd, python=sys.executable):
