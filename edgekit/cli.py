@@ -162,6 +162,36 @@ def report_cmd(workdir) -> None:
     click.echo(f"wrote {md} and {page}")
 
 
+@main.command("run")
+@click.argument("recipe", type=click.Path(path_type=str))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key, e.g. --set quantize.method=minmax --set bench.gates.max_drop=0.3.")
+@click.option("--workdir", default=None, help="Workspace (overrides the recipe's workdir).")
+@click.option("--force", is_flag=True, help="Redo every stage, even those whose inputs did not change.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (what would run, what would be skipped) and stop.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary and bench results as JSON.")
+@click.pass_context
+def run_cmd(ctx, recipe, overrides, workdir, force, dry_run, as_json) -> None:
+    """Run a recipe: distill (optional), quantize, compile and bench every target; exit 1 if a gate fails."""
+    from .pipeline import run
+    from .report import write_report
+    from .table import bench_table
+
+    overrides = list(overrides) + ([f"workdir={workdir}"] if workdir else [])
+    result = run(recipe, overrides=overrides, force=force, dry_run=dry_run, log=_stderr)
+    if dry_run:
+        click.echo("\n".join(f"{s['status']:>17}  {s['stage']}" for s in result["stages"]))
+        return
+    report_md, report_html = write_report(result["workdir"]) if result["bench"] else (None, None)
+    click.echo(json.dumps(result, indent=2) if as_json else bench_table(result["bench"]))
+    if report_html and not as_json:
+        click.echo(f"report: {report_html}")
+    failed = [name for name, r in result["bench"].items() if not r["passed"]]
+    if failed:
+        _stderr(f"edgekit: gates failed for {', '.join(failed)}")
+        ctx.exit(1)
+
+
 @main.command("targets")
 def targets_cmd() -> None:
     """List the compile targets, what they need, and whether they are available here."""

@@ -1,0 +1,215 @@
+"""Recipes: a declarative YAML pipeline validated into dataclasses before anything runs.
+
+No code in YAML: a recipe only names files and values. Unknown keys are rejected with a did-you-mean and
+wrong types with the key's path (`bench.gates.max_drop: expected a number, got 'high'`), and every path
+is resolved relative to the recipe file and checked to exist, so a typo fails in the first second, not
+after calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import EdgekitError
+
+
+@dataclass
+class ModelSpec:
+    path: str = ""  # required: the trained model file (or the teacher when distill is on)
+    arch: str | None = None
+    trust_pickle: bool = False
+    input_shape: str | None = None
+
+
+@dataclass
+class PreprocessSpec:
+    size: str | None = None
+    channels: int | None = None
+    mean: str | None = None
+    std: str | None = None
+    resize: int | None = None
+
+
+@dataclass
+class DataSpec:
+    calib: str = ""  # required
+    eval: str | None = None
+    calib_size: int | None = 512
+    seed: int = 0
+
+
+@dataclass
+class DistillSpec:
+    data: str = ""  # required when distill is given: training images (labelled or not)
+    student: str = "mobilenetv2_050"
+    epochs: int = 10
+    temperature: float = 4.0
+    alpha: float = 0.5
+    batch: int = 128
+    lr: float = 0.05
+    augment: bool = True
+    out: str = "student.pt2"  # inside the workspace unless absolute
+
+
+@dataclass
+class QuantizeSpec:
+    method: str = "percentile"
+    batch: int = 64
+    threads: int = 0
+
+
+@dataclass
+class CompileSpec:
+    targets: list[str] = field(default_factory=lambda: ["all"])
+    device: str = "CPU"
+    batch: int = 1
+    threads: int = 0
+    openvino_source: str | None = None
+
+
+@dataclass
+class GatesSpec:
+    max_drop: float | None = None
+    max_latency_ms: float | None = None
+    min_speedup: float | None = None
+
+
+@dataclass
+class BenchSpec:
+    batch: int = 1
+    threads: int | None = None
+    runs: int = 200
+    warmup: int = 20
+    warmup_seconds: float = 1.0
+    eval: str | None = None
+    gates: GatesSpec = field(default_factory=GatesSpec)
+
+
+@dataclass
+class Recipe:
+    model: ModelSpec = field(default_factory=ModelSpec)  # model.path and data.calib are checked after loading,
+    data: DataSpec = field(default_factory=DataSpec)  # so a missing one is named, not a TypeError
+    workdir: str = "edgekit-out"
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    distill: DistillSpec | None = None
+    quantize: QuantizeSpec = field(default_factory=QuantizeSpec)
+    compile: CompileSpec = field(default_factory=CompileSpec)
+    bench: BenchSpec = field(default_factory=BenchSpec)
+    source: Path = Path(".")  # the recipe file; not a YAML key
+
+    def resolve(self, text: str | None) -> str | None:
+        """A path from the recipe, relative to the recipe's folder; named datasets pass through."""
+        from .datasets import NAMED
+
+        if text is None or text in NAMED or Path(text).is_absolute():
+            return text
+        return str((self.source.parent / text).resolve())
+
+
+# Paths a recipe may name, and whether they must already exist when the run starts.
+PATH_KEYS = {("model", "path"): True, ("data", "calib"): True, ("data", "eval"): True,
+             ("distill", "data"): True, ("bench", "eval"): True, ("workdir",): False}
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekitError(f"recipe {path} does not exist", "pass a YAML file, e.g. recipes/fashion_mnist.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise EdgekitError(f"{path} is not valid YAML{where}: {e.problem}", "fix the YAML syntax there") from None
+    except yaml.YAMLError as e:
+        raise EdgekitError(f"{path} is not valid YAML: {e}", "fix the YAML syntax") from None
+    if not isinstance(raw, dict):
+        raise EdgekitError(f"{path} must be a mapping of keys, not a {type(raw).__name__}", "see recipes/template.yaml")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    recipe = _build(Recipe, raw, "")
+    recipe.source = path.resolve()
+    for keys in ("model.path", "data.calib"):
+        if not _get(recipe, keys.split(".")):
+            raise EdgekitError(f"{path}: {keys} is required", "see recipes/template.yaml")
+    if recipe.distill is not None and not recipe.distill.data:
+        raise EdgekitError(f"{path}: distill.data is required when distill is given", "name the training images")
+    for keys, must_exist in PATH_KEYS.items():
+        value = _get(recipe, list(keys))
+        if must_exist and value is not None and value != "":
+            resolved = recipe.resolve(value)
+            from .datasets import NAMED
+
+            if resolved not in NAMED and not Path(resolved).exists():
+                raise EdgekitError(f"{path}: {'.'.join(keys)} = {value!r} does not exist (looked for {resolved})",
+                                   "paths in a recipe are relative to the recipe file")
+    return recipe
+
+
+def _get(obj: Any, keys: list[str]) -> Any:
+    for k in keys:
+        if obj is None:
+            return None
+        obj = getattr(obj, k)
+    return obj
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    """`--set quantize.method=minmax`: a CLI value wins over the recipe's; YAML syntax for the value."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise EdgekitError(f"--set {item!r} is not KEY=VALUE", "e.g. --set quantize.method=minmax")
+    *parents, last = key.split(".")
+    node = raw
+    for p in parents:
+        node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else {}
+    node[last] = yaml.safe_load(value)
+
+
+def _build(cls, raw: Any, path: str):
+    """raw YAML -> dataclass `cls`, rejecting unknown keys and wrong types with the key's path."""
+    if not isinstance(raw, dict):
+        raise EdgekitError(f"{path or 'recipe'}: expected a mapping, got {raw!r}", "see recipes/template.yaml")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean {'.'.join(filter(None, [path, close[0]]))!r}?" if close else \
+                f"keys here: {', '.join(fields)}"
+            raise EdgekitError(f"unknown recipe key {'.'.join(filter(None, [path, str(key)]))!r}", hint)
+    values = {k: _convert(hints[k], v, ".".join(filter(None, [path, k]))) for k, v in raw.items()}
+    return cls(**values)
+
+
+def _convert(hint, value: Any, path: str):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin is list:
+        items = value if isinstance(value, list) else [value]
+        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(items)]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float, list)) and not isinstance(value, bool):
+        # mean/std/size may be written as numbers or lists: keep the CLI's comma form.
+        return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, hint.__name__)
+    raise EdgekitError(f"recipe key {path}: expected {kind}, got {value!r}", "fix the value in the recipe")
