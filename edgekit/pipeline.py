@@ -149,4 +149,5 @@ def _bench(recipe: Recipe, name: str, ws: Workspace, log) -> None:
     b = recipe.bench
     bench(name, workdir=ws.root, eval=recipe.resolve(b.eval), batch=b.batch, threads=b.threads, runs=b.runs,
           warmup=b.warmup, warmup_seconds=b.warmup_seconds, max_drop=b.gates.max_drop,
-          max_latency_ms=b.gates.max_latency_ms, min_speedup=b.gates.min_speedup, log=log)
+          max_latency_ms=b.gates.max_latency_ms, min_speedup=b.gates.min_speedup, remote=b.remote,
+          ssh_key=recipe.resolve(b.ssh_key), remote_python=b.remote_python, log=log)

@@ -88,6 +88,9 @@ class BenchSpec:
     warmup: int = 20
     warmup_seconds: float = 1.0
     eval: str | None = None
+    remote: str | None = None  # user@host[:port]: bench on the board over ssh
+    ssh_key: str | None = None
+    remote_python: str | None = None
     gates: GatesSpec = field(default_factory=GatesSpec)
 
 
