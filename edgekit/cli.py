@@ -72,15 +72,17 @@ def _stderr(msg: str) -> None:
 @click.option("--mean", default=None, help="Per-channel mean on the 0..1 scale: 0.5 or 0.485,0.456,0.406. Default 0.")
 @click.option("--std", default=None, help="Per-channel std on the 0..1 scale. Default 1.")
 @click.option("--resize", type=int, default=None, help="Resize the short side to this before the centre crop (e.g. 256 for 224).")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy"]), default="percentile", show_default=True,
-              help="Activation range calibration.")
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "auto"]), default="percentile", show_default=True,
+              help="Activation range calibration; auto: try each, keep the best on held-out calibration images.")
 @click.option("--calib-size", type=int, default=512, show_default=True, help="Calibration images to use (sampled with --seed).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch", type=int, default=64, show_default=True, help="Batch size for evaluation.")
 @click.option("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores).")
+@click.option("--max-drop", type=float, default=None, metavar="PTS",
+              help="Accuracy budget: keep the most sensitive layers in float until the drop fits.")
 @click.option("--json", "as_json", is_flag=True, help="Print quantize.json instead of the table.")
 def quantize(model, calib, eval_, workdir, arch, trust_pickle, input_shape, size, channels, mean, std, resize,
-             method, calib_size, seed, batch, threads, as_json) -> None:
+             method, calib_size, seed, batch, threads, max_drop, as_json) -> None:
     """Post-training int8 quantization of MODEL, calibrated on real images; accuracy cost measured."""
     from .quantization import quantize as run
     from .table import quantize_table
@@ -88,7 +90,7 @@ def quantize(model, calib, eval_, workdir, arch, trust_pickle, input_shape, size
     report = run(model, calib, eval=eval_, workdir=workdir, arch=arch, trust_pickle=trust_pickle,
                  input_shape=input_shape, size=size, channels=channels, mean=mean, std=std, resize=resize,
                  method=method, calib_size=calib_size, seed=seed, batch=batch, threads=threads,
-                 log=_stderr)
+                 max_drop=max_drop, log=_stderr)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -104,14 +106,16 @@ def quantize(model, calib, eval_, workdir, arch, trust_pickle, input_shape, size
 @click.option("--threads", type=int, default=0, help="Runtime threads for the validation run (0: all cores).")
 @click.option("--openvino-source", type=click.Choice(["nncf", "qdq"]), default=None,
               help="openvino int8 from the portable QDQ model (default) or NNCF on the fp32 IR.")
+@click.option("--max-drop", type=float, default=None, metavar="PTS",
+              help="Accuracy budget per target: keep its most sensitive layers in float until its drop fits.")
 @click.option("--json", "as_json", is_flag=True, help="Print the compile.json of each target.")
-def compile_cmd(target, workdir, device, batch, threads, openvino_source, as_json) -> None:
+def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_drop, as_json) -> None:
     """Compile the quantized workspace for edge targets (no model argument: it reads the workspace)."""
     from .compiling import compile_targets
     from .table import compile_table
 
     results = compile_targets(target, workdir=workdir, device=device.upper(), threads=threads, batch=batch,
-                              openvino_source=openvino_source, log=_stderr)
+                              openvino_source=openvino_source, max_drop=max_drop, log=_stderr)
     click.echo(json.dumps(results, indent=2) if as_json else compile_table(results))
 
 

@@ -9,14 +9,16 @@ built here is recorded as skipped with the reason, and the others carry on.
 from __future__ import annotations
 
 import contextlib
+import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import metrics
+from . import fallback, metrics, preflight
 from .data import Preprocess
 from .errors import EdgekitError
 from .model import sha256_of
@@ -26,6 +28,7 @@ from .workspace import Workspace, write_json_atomic
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 VALIDATION_BATCH = 32
+CPU_TARGETS = ("openvino", "arm")  # whose int8 speed depends on the CPU's int8 dot-product instructions
 
 
 def require_quantized(ws: Workspace) -> dict:
@@ -49,8 +52,12 @@ def require_quantized(ws: Workspace) -> dict:
 
 
 def compile_targets(target: str = "all", *, workdir: str | Path = "edgekit-out", device: str = "CPU",
-                    threads: int = 0, batch: int = 1, openvino_source: str | None = None, log=print) -> dict:
-    """Compile the workspace for `target` ("all", a name, or a comma list); returns {name: compile.json}."""
+                    threads: int = 0, batch: int = 1, openvino_source: str | None = None,
+                    max_drop: float | None = None, log=print) -> dict:
+    """Compile the workspace for `target` ("all", a name, or a comma list); returns {name: compile.json}.
+    With `max_drop` (points), each target keeps its most sensitive layers in float until its own drop fits."""
+    if max_drop is not None and max_drop < 0:
+        raise EdgekitError(f"--max-drop must be 0 or more points, got {max_drop}", "e.g. --max-drop 0.5")
     if device not in DEVICES:
         raise EdgekitError(f"unknown device {device!r}", f"use one of: {', '.join(DEVICES)}")
     names = resolve_targets(target)
@@ -75,23 +82,38 @@ def compile_targets(target: str = "all", *, workdir: str | Path = "edgekit-out",
             results[name] = {"target": name, "status": "skipped", "reason": reason, "install": tgt.install}
             continue
         log(f"{name}: compiling for {tgt.hardware} ({tgt.runtime})")
-        results[name] = _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, options, threads, log)
+        results[name] = _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, options, threads,
+                                     max_drop, log)
     return results
 
 
-def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, options, threads, log) -> dict:
+def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, options, threads, max_drop, log) -> dict:
     with ws.stage(f"compile-{tgt.name}") as stage:
         rel = f"targets/{tgt.name}"
         out_dir = stage.dir / rel
-        out_dir.mkdir(parents=True)
-        ctx = CompileContext(ws.root, out_dir, manifest, pre, calib_set, dict(options), log)
-        t0 = time.perf_counter()
-        # Toolkits print progress bars on stdout (NNCF does); stdout belongs to the table or --json.
-        with contextlib.redirect_stdout(sys.stderr):
-            result = tgt.compile(ctx)
-        seconds = time.perf_counter() - t0
-        # Validation runs where this machine can: the CPU. --device is recorded for bench on the device itself.
-        validation = validate(tgt, out_dir, eval_set, pre, threads, {**options, "device": "CPU"})
+        built: dict = {}
+
+        def build(float_layers: list[str]) -> float:
+            shutil.rmtree(out_dir, ignore_errors=True)  # a fallback step starts from an empty folder
+            out_dir.mkdir(parents=True)
+            ctx = CompileContext(ws.root, out_dir, manifest, pre, calib_set, dict(options), log, list(float_layers))
+            t0 = time.perf_counter()
+            # Toolkits print progress bars on stdout (NNCF does); stdout belongs to the table or --json.
+            with contextlib.redirect_stdout(sys.stderr):
+                built["result"] = tgt.compile(ctx)
+            built["seconds"] = time.perf_counter() - t0
+            # Validation runs where this machine can: the CPU. --device is recorded for bench on the device itself.
+            built["validation"] = validate(tgt, out_dir, eval_set, pre, threads, {**options, "device": "CPU"})
+            return fallback.validation_drop(built["validation"])
+
+        float_layers = list(manifest.get("float_layers", []))
+        fb = None
+        if max_drop is None:
+            build(float_layers)
+        else:
+            fb = fallback.search(build, sensitivity_ranking(ws), max_drop, start=float_layers)
+            log(fallback.describe(tgt.name, fb))
+        result, seconds, validation = built["result"], built["seconds"], built["validation"]
         log(f"{tgt.name}: int8 agrees with fp32 top-1 on {100 * validation['agreement']:.2f} % of {validation['images']}"
             f" eval images ({validation['runtime']})")
         info = {
@@ -105,11 +127,24 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
             "options": options, "host": platform.machine(), "validation": {**validation, "eval": eval_label},
             "notes": result.notes, "details": result.details,
         }
+        info["warnings"] = preflight.not_int8(tgt.name, result.precision)
+        if tgt.name in CPU_TARGETS:
+            info["warnings"] += preflight.cpu_without_dot_product()
+        for warning in info["warnings"]:
+            log(f"  warning: {warning}")
+        if fb is not None:
+            info["details"]["fallback"] = {**fb, "size_bytes": info["sizes_bytes"][next(iter(result.files))]}
         write_json_atomic(out_dir / "compile.json", info)
         targets = dict(ws.read_manifest().get("targets", {}))
         targets[tgt.name] = {"dir": rel, "files": result.files, "options": options}
         stage.commit({"targets": targets}, {"options": options}, replace_dir=rel)
     return info
+
+
+def sensitivity_ranking(ws: Workspace) -> list[str]:
+    """Layers most sensitive first, from quantize's sensitivity.json (absent in workspaces from older edgekits)."""
+    path = ws.path("sensitivity.json")
+    return [r["node"] for r in json.loads(path.read_text())["layers"]] if path.is_file() else []
 
 
 def artifact_size(path: Path) -> int:

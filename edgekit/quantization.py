@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 
-from . import metrics
+from . import fallback, metrics, preflight, sensitivity
 from .calibration import METHODS, Calibration, calibrate, quantize_with_ranges
 from .data import ImageSet, open_images
 from .errors import EdgekitError
 from .export import export_onnx, torch_forward
 from .inputspec import resolve_preprocess
+from .method_choice import choose_method
 from .model import count_params, load_model, sha256_of
 from .ort_runner import OrtModel, run_models
 from .workspace import Workspace, write_json_atomic
@@ -42,8 +44,8 @@ class QuantizeOptions:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise EdgekitError(f"unknown calibration method {self.method!r}", f"use one of: {', '.join(METHODS)}")
+        if self.method not in (*METHODS, "auto"):
+            raise EdgekitError(f"unknown calibration method {self.method!r}", f"use one of: {', '.join(METHODS)}, auto")
         if self.calib_size is not None and self.calib_size < 1:
             raise EdgekitError(f"--calib-size must be at least 1, got {self.calib_size}", "e.g. --calib-size 300")
         if self.batch < 1:
@@ -69,10 +71,14 @@ def quantize(
     seed: int = 0,
     batch: int = EVAL_BATCH,
     threads: int = 0,
+    max_drop: float | None = None,
     log=print,
 ) -> dict:
-    """Quantize `model` to int8 with ranges calibrated on `calib`; returns the quantize.json content."""
+    """Quantize `model` to int8 with ranges calibrated on `calib`; returns the quantize.json content.
+    With `max_drop` (points), the most sensitive layers stay in float until the drop fits (see fallback.py)."""
     opts = QuantizeOptions(method, calib_size, seed, batch, threads)
+    if max_drop is not None and max_drop < 0:
+        raise EdgekitError(f"--max-drop must be 0 or more points, got {max_drop}", "e.g. --max-drop 0.5")
     ws = Workspace(workdir)
     ws.read_manifest()  # refuse a foreign/hand-edited workspace before doing any work
     loaded = load_model(model, arch=arch, trust_pickle=trust_pickle)
@@ -99,15 +105,36 @@ def quantize(
         num_classes = int(OrtModel(fp32_path)(example).shape[1])
         check_labels(eval_set, num_classes)
 
-        cal = calibrate(fp32_path, calib_set, pre, opts.method)
+        auto = None
+        if opts.method == "auto":
+            chosen, auto = choose_method(fp32_path, calib_set, pre, seed,
+                                         lambda src, out, c: quantize_qdq(src, out, c), threads)
+            log(f"  method auto: {auto['reason']}")
+        cal = calibrate(fp32_path, calib_set, pre, chosen if auto else opts.method)
         t0 = time.perf_counter()
         quantize_qdq(fp32_path, int8_path, cal)
         quant_seconds = time.perf_counter() - t0
 
         logits = run_models({"fp32": OrtModel(fp32_path, threads), "int8": OrtModel(int8_path, threads)},
                             eval_set, pre, opts.batch, "evaluating fp32 + int8")
+        sens_x = sensitivity.sample_images(eval_set, pre)
+        sens = sensitivity.layer_sensitivity(
+            fp32_path, sens_x, lambda src, out, nodes: quantize_qdq(src, out, cal, nodes_to_quantize=nodes), threads)
+        log(sensitivity.describe(sens))
+        fb = None
+        if max_drop is not None:
+            fb = fallback_search(fp32_path, int8_path, cal, logits, eval_set, pre, opts, sens, max_drop)
+            log(fallback.describe("int8", fb))
         report = build_report(loaded, pre, cal, check, logits, eval_set, eval_label,
                               fp32_path.stat().st_size, int8_path.stat().st_size, quant_seconds)
+        report["sensitivity"] = sensitivity.summary(sens, len(sens_x))
+        if auto:
+            report["calibration"]["auto"] = auto
+        report["warnings"] = preflight.depthwise_per_tensor(onnx.load(str(int8_path))) + preflight.cpu_without_dot_product()
+        for warning in report["warnings"]:
+            log(f"  warning: {warning}")
+        report["fallback"] = fb and {**fb, "size_bytes": int8_path.stat().st_size}
+        write_json_atomic(stage.path("sensitivity.json"), {"images": len(sens_x), "layers": sens})
         write_json_atomic(stage.path("calibration.json"), cal.to_dict())
         write_json_atomic(stage.path("quantize.json"), report)
         stage.commit(
@@ -121,8 +148,11 @@ def quantize(
                 "eval_data": {"path": data_ref(eval),
                               "images": len(eval_set), "labelled": eval_set.labels is not None},
                 "files_sha256": {"model.fp32.onnx": sha256_of(fp32_path), "model.int8.onnx": sha256_of(int8_path)},
+                # Layers deliberately left in float: every target leaves them out of int8, and its checks accept it.
+                "float_layers": fb["float_layers"] if fb else [],
             },
-            {"options": {"method": opts.method, "calib_size": opts.calib_size, "seed": seed, "arch": arch}},
+            {"options": {"method": opts.method, "calib_size": opts.calib_size, "seed": seed, "arch": arch,
+                         "max_drop": max_drop}},
             restart=True,
         )
     return report
@@ -155,15 +185,33 @@ def workspace_images(manifest: dict) -> tuple[ImageSet, ImageSet, str]:
     return split_images(calib_set, eval_set, cal["calib_size"], cal["seed"])
 
 
-def quantize_qdq(fp32_path: Path, int8_path: Path, cal: Calibration, nodes_to_exclude: list[str] | None = None) -> None:
+def quantize_qdq(fp32_path: Path, int8_path: Path, cal: Calibration, nodes_to_exclude: list[str] | None = None,
+                 nodes_to_quantize: list[str] | None = None) -> None:
     """The portable int8 model: int8 weights symmetric per channel, int8 activations per tensor, int32 bias."""
     from onnxruntime.quantization import QuantType
 
     quantize_with_ranges(
         fp32_path, int8_path, cal, per_channel=True,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=nodes_to_exclude or [],
+        nodes_to_quantize=nodes_to_quantize,
         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
     )
+
+
+def fallback_search(fp32_path: Path, int8_path: Path, cal: Calibration, logits: dict[str, np.ndarray],
+                    eval_set: ImageSet, pre, opts: QuantizeOptions, sens: list[dict], max_drop: float) -> dict:
+    """Rebuild model.int8.onnx with the most sensitive layers excluded until the drop fits; logits["int8"] ends
+    up the final model's."""
+    labels = np.asarray(eval_set.labels) if eval_set.labels is not None else None
+
+    def build(float_layers: list[str]) -> float:
+        if float_layers:  # the all-int8 model is already built and evaluated
+            quantize_qdq(fp32_path, int8_path, cal, float_layers)
+            logits["int8"] = run_models({"int8": OrtModel(int8_path, opts.threads)}, eval_set, pre, opts.batch,
+                                        f"evaluating int8, {len(float_layers)} layer(s) in float")["int8"]
+        return fallback.drop_points(logits["int8"], logits["fp32"], labels)
+
+    return fallback.search(build, [r["node"] for r in sens], max_drop)
 
 
 def check_labels(images: ImageSet, num_classes: int) -> None:

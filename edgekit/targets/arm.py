@@ -53,6 +53,7 @@ class ArmTarget:
         quantize_with_ranges(
             ctx.fp32_onnx, int8_path, Calibration.load(ctx.calibration_json),
             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=ctx.float_layers,  # no Q/DQ around them: ORT runs them in fp32
             # ORT's QDQ quantizer gives Conv/Gemm bias int32 (scale = input x weight scale) by default.
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
                            "TensorQuantOverrides": _fixed_output_overrides(onnx.load(str(ctx.fp32_onnx)))},
@@ -61,7 +62,7 @@ class ArmTarget:
 
         model = onnx.load(str(int8_path))
         graph = QdqGraph(model)
-        violations = check_tflite_int8(model)
+        violations = check_tflite_int8(model, ctx.float_layers)
         notes = [f"does not conform to the TFLite int8 scheme: {v}" for v in violations]
         session = ArmModel(int8_path)
         if platform.machine().lower() not in ARM_MACHINES:
@@ -77,6 +78,7 @@ class ArmTarget:
                           "asymmetric, bias int32 (scale = input x weight scale), fixed Softmax/Logistic/Tanh outputs",
                 "conformance": {"spec": "TFLite int8 quantization spec", "violations": violations},
                 "providers": session.providers,
+                "float_layers": list(ctx.float_layers),
             },
         )
 
@@ -110,11 +112,14 @@ class ArmModel(OrtModel):
         super().__init__(path, providers=providers, options=opts)
 
 
-def check_tflite_int8(model: onnx.ModelProto) -> list[str]:
-    """Violations of the TFLite integer scheme in a QDQ graph; an empty list means it conforms."""
+def check_tflite_int8(model: onnx.ModelProto, float_layers=()) -> list[str]:
+    """Violations of the TFLite integer scheme in a QDQ graph; an empty list means it conforms. Layers in
+    `float_layers` were left in float on purpose (accuracy fallback) and are not held to the scheme."""
     g = QdqGraph(model)
     problems = checker_problems(model)
     for n in g.nodes:
+        if n.op_type in WEIGHTED_OPS and n.name in float_layers:
+            continue
         if n.op_type in WEIGHTED_OPS:
             if g.dq_input(n, 0) is None:
                 problems.append(f"{g.label(n)}: input {n.input[0]!r} is float, not dequantized from int8")

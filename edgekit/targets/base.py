@@ -30,6 +30,8 @@ class CompileContext:
     calib_images: ImageSet  # the same images (and sample) quantize calibrated on
     options: dict[str, Any] = field(default_factory=dict)  # e.g. {"device": "CPU"}
     log: Callable[[str], None] = print
+    # Layers (fp32 ONNX node names) to leave out of int8: quantize's fallback, plus any compile's own adds.
+    float_layers: list[str] = field(default_factory=list)
 
     @property
     def fp32_onnx(self) -> Path:

@@ -72,6 +72,7 @@ class JetsonTarget:
         quantize_with_ranges(
             ctx.fp32_onnx, qdq_path, Calibration.load(ctx.calibration_json),
             op_types_to_quantize=list(FUSIBLE), per_channel=True,
+            nodes_to_exclude=ctx.float_layers,  # no Q/DQ around them: TensorRT runs them in fp16
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             extra_options={
                 # ORT symmetrizes each calibrated range to [-max(|min|, |max|), +max(|min|, |max|)].
@@ -93,7 +94,7 @@ class JetsonTarget:
 
         model = onnx.load(str(qdq_path))
         graph = QdqGraph(model)
-        violations = check_tensorrt_qdq(model)
+        violations = check_tensorrt_qdq(model, ctx.float_layers)
         lint = polygraphy_lint(qdq_path)
         files = {"int8": QDQ_ONNX, "fp32": FP32_ONNX, "build_script": BUILD_SCRIPT}
         versions = {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
@@ -132,6 +133,7 @@ class JetsonTarget:
                 "engine": engine,
                 "trtexec": command,
                 "validation": "TensorRT engine" if "engine" in files else "emulated: ONNX Runtime CPU",
+                "float_layers": list(ctx.float_layers),
             },
         )
 
@@ -148,8 +150,9 @@ class JetsonTarget:
         return EmulatedModel(path, threads)
 
 
-def check_tensorrt_qdq(model: onnx.ModelProto) -> list[str]:
-    """Violations of TensorRT's explicit-quantization rules in a Q/DQ graph; an empty list means it conforms."""
+def check_tensorrt_qdq(model: onnx.ModelProto, float_layers=()) -> list[str]:
+    """Violations of TensorRT's explicit-quantization rules in a Q/DQ graph; an empty list means it conforms.
+    Layers in `float_layers` were left without Q/DQ on purpose (accuracy fallback): TensorRT runs them in fp16."""
     g = QdqGraph(model)
     problems = checker_problems(model)
     for n in g.nodes:
@@ -165,7 +168,7 @@ def check_tensorrt_qdq(model: onnx.ModelProto) -> list[str]:
             if n.op_type == DQ and (misplaced or n.output[0] in g.outputs):
                 where = ", ".join(misplaced) or "a graph output"
                 problems.append(f"{g.label(n)}: feeds {where}; TensorRT fuses Q/DQ only into {', '.join(FUSIBLE)}")
-        elif n.op_type in WEIGHTED_OPS:
+        elif n.op_type in WEIGHTED_OPS and n.name not in float_layers:
             if g.dq_input(n, 0) is None:
                 problems.append(f"{g.label(n)}: data input {n.input[0]!r} has no DequantizeLinear")
             problems += weight_problems(g, n)

@@ -14,6 +14,7 @@ compression, so the fp32 IR is a true fp32 reference.
 from __future__ import annotations
 
 import importlib
+import tempfile
 from collections import defaultdict
 from importlib.metadata import version
 from pathlib import Path
@@ -73,9 +74,11 @@ class OpenVINOTarget:
         if source == "nncf":
             ctx.log(f"openvino: NNCF post-training quantization on {len(ctx.calib_images)} calibration images")
             int8 = _nncf_quantize(fp32, ctx, NNCF_DEVICE[device])
-        else:
+        elif sorted(ctx.float_layers) == sorted(ctx.manifest.get("float_layers", [])):
             ctx.log("openvino: reading the QDQ model.int8.onnx")
             int8 = _convert(ctx.int8_onnx, notes)
+        else:  # compile's own fallback: the portable QDQ model again, with these layers left without Q/DQ
+            int8 = _qdq_with_float_layers(ctx, notes)
         ov.save_model(int8, ctx.out_dir / FILES["int8"], compress_to_fp16=False)
 
         # What actually runs in int8 is the plugin's decision, so read it off the compiled model, on the CPU
@@ -94,6 +97,7 @@ class OpenVINOTarget:
                 "scheme": SCHEMES[source],
                 "precision_read_on": "CPU",
                 "fake_quantize_ops": sum(op.get_type_name() == "FakeQuantize" for op in int8.get_ops()),
+                "float_layers": list(ctx.float_layers),
             },
         )
 
@@ -165,6 +169,26 @@ def _convert(onnx_path: Path, notes: list[str]):
     return model
 
 
+def _qdq_with_float_layers(ctx: CompileContext, notes: list[str]):
+    from ..calibration import Calibration
+    from ..quantization import quantize_qdq
+
+    ctx.log(f"openvino: the QDQ model with {len(ctx.float_layers)} layer(s) in float")
+    with tempfile.TemporaryDirectory(prefix="edgekit-ov-") as tmp:
+        path = Path(tmp) / "model.int8.onnx"
+        quantize_qdq(ctx.fp32_onnx, path, Calibration.load(ctx.calibration_json), ctx.float_layers)
+        return _convert(path, notes)
+
+
+def ignored_names(model, onnx_nodes: list[str]) -> list[str]:
+    """The OpenVINO ops an ONNX Conv/Gemm/MatMul became: the frontend names them after the ONNX node, the
+    weighted op split from its bias Add as "<node>/WithoutBiases"."""
+    wanted = set(onnx_nodes)
+    return [op.get_friendly_name() for op in model.get_ops()
+            if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")
+            and (op.get_friendly_name() in wanted or op.get_friendly_name().split("/")[0] in wanted)]
+
+
 def _nncf_quantize(fp32, ctx: CompileContext, target_device: str):
     import nncf
 
@@ -185,6 +209,8 @@ def _nncf_quantize(fp32, ctx: CompileContext, target_device: str):
         # Full costs half a point on the teacher but is the only one that never collapses; it re-runs each layer
         # per sample, seconds for CNNs of this size.
         fast_bias_correction=False,
+        # Accuracy fallback: NNCF leaves these layers' inputs unquantized, so the plugin runs them in fp32.
+        ignored_scope=nncf.IgnoredScope(names=ignored_names(fp32, ctx.float_layers)),
     )
 
 

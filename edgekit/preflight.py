@@ -1,0 +1,54 @@
+"""Warnings that point to a fix, printed as `  warning: ...` by quantize and compile and recorded in their JSON.
+
+They flag what costs accuracy or speed without failing anything: per-tensor depthwise weights, a CPU without
+int8 dot-product instructions, and layer kinds a target runs outside int8.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from .targets.qdq_rules import QdqGraph
+
+# Per target: why layers end up outside int8 there, and what to do about it.
+NOT_INT8_HINTS = {
+    "jetson": "TensorRT fuses Q/DQ only into Conv/Gemm/MatMul/Add, the rest runs in fp16: expected for cheap ops; "
+              "a mixed Conv/Gemm means layers kept in float",
+    "openvino": "the plugin runs these in fp32 (no int8 kernel for them in this graph); a mixed Convolution means "
+                "layers kept in float",
+    "arm": "ONNX Runtime runs ops without Q/DQ on both sides in fp32: expected for cheap ops; a mixed Conv/Gemm "
+           "means layers kept in float",
+}
+
+
+def depthwise_per_tensor(model: onnx.ModelProto) -> list[str]:
+    """Depthwise convs (group == channels > 1) whose weights share one scale: one channel's range sets the grid
+    for all of them, the classic MobileNet int8 accuracy loss."""
+    g = QdqGraph(model)
+    found = []
+    for n in g.nodes:
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        dq = g.dq_input(n, 1) if n.op_type == "Conv" else None
+        if dq is None or group <= 1:
+            continue
+        scale = g.qparams(dq)[0]
+        if scale is not None and scale.size == 1:
+            found.append(f"depthwise conv {n.name or n.output[0]!r} ({group} channels) has per-tensor weight scales: "
+                         "quantize its weights per channel, or keep it in float with --max-drop")
+    return found
+
+
+def cpu_without_dot_product() -> list[str]:
+    from .environment import environment
+
+    if environment().get("int8_dot_product"):
+        return []
+    return ["this CPU has no int8 dot-product instructions (AVX-512 VNNI / AVX-VNNI / AMX / NEON dot product): int8 "
+            "may run no faster, or slower, than fp32 here; bench on the target device (--remote)"]
+
+
+def not_int8(target: str, precision: dict[str, str]) -> list[str]:
+    outside = [f"{kind} ({p})" for kind, p in precision.items() if p != "int8"]
+    if not outside:
+        return []
+    return [f"{target}: not int8 there: {', '.join(outside)}; {NOT_INT8_HINTS.get(target, '')}".rstrip("; ")]

@@ -1,0 +1,71 @@
+"""Per-layer sensitivity: the error each quantizable layer adds to the logits when it alone is int8.
+
+Each Conv/Gemm/MatMul is quantized on its own (ORT's `nodes_to_quantize=[node]`: its input activation and
+weights get Q/DQ with the workspace's ranges, everything else stays fp32) and its logits are compared with the
+fp32 model's on a few dozen images. One small ORT session per layer keeps it to seconds. The ranking (lowest
+SQNR first) is what accuracy-aware fallback (`--max-drop`) walks to choose the layers it keeps in float.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from .ort_runner import OrtModel
+
+QUANTIZABLE = ("Conv", "Gemm", "MatMul")
+SENSITIVITY_IMAGES = 32
+TOP_SHOWN = 3  # offenders printed; sensitivity.json has them all
+
+
+def quantizable_nodes(model_path: Path) -> list[tuple[str, str]]:
+    """(node name, op type) of the layers that get int8 kernels; unnamed nodes cannot be excluded, so they are skipped."""
+    return [(n.name, n.op_type) for n in onnx.load(str(model_path)).graph.node if n.op_type in QUANTIZABLE and n.name]
+
+
+def sqnr_db(y: np.ndarray, ref: np.ndarray) -> float | None:
+    """Signal-to-quantization-noise ratio of logits `y` against `ref`, in dB; None when they are identical."""
+    noise = float(np.sum((y.astype(np.float64) - ref) ** 2))
+    return None if noise == 0 else round(10 * math.log10(max(float(np.sum(ref.astype(np.float64) ** 2)), 1e-30) / noise), 3)
+
+
+def layer_sensitivity(fp32_path: Path, x: np.ndarray, quantize_only: Callable[[Path, Path, list[str]], None],
+                      threads: int = 0) -> list[dict]:
+    """Per layer {"node", "op_type", "mse", "sqnr_db"}, most sensitive first. `quantize_only(fp32, out, nodes)`
+    writes a QDQ model with just `nodes` quantized (the scheme of the model being built)."""
+    ref = OrtModel(fp32_path, threads)(x)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-sens-") as tmp:
+        for name, op in quantizable_nodes(fp32_path):
+            out = Path(tmp) / f"{len(rows)}.onnx"
+            quantize_only(fp32_path, out, [name])
+            y = OrtModel(out, threads)(x)
+            rows.append({"node": name, "op_type": op, "mse": float(np.mean((y - ref) ** 2)), "sqnr_db": sqnr_db(y, ref)})
+    # Lowest SQNR first; a layer whose quantization changes nothing (None) is the least sensitive.
+    return sorted(rows, key=lambda r: math.inf if r["sqnr_db"] is None else r["sqnr_db"])
+
+
+def sample_images(images, pre, n: int = SENSITIVITY_IMAGES) -> np.ndarray:
+    """`n` images spread evenly over the set (sets in class folders are sorted by class)."""
+    idx = np.unique(np.linspace(0, len(images) - 1, min(n, len(images))).astype(int))
+    return np.stack([images.load(int(i), pre) for i in idx])
+
+
+def summary(rows: list[dict], images: int) -> dict:
+    """What quantize.json keeps of sensitivity.json."""
+    return {"layers": len(rows), "images": images, "file": "sensitivity.json",
+            "most_sensitive": [{k: r[k] for k in ("node", "op_type", "sqnr_db")} for r in rows[:TOP_SHOWN]]}
+
+
+def describe(rows: list[dict]) -> str:
+    """One line with the top offenders, for the log."""
+    def db(r: dict) -> str:
+        return "exact" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f} dB"
+
+    shown = ", ".join(f"{r['node']} ({r['op_type']}, {db(r)})" for r in rows[:TOP_SHOWN])
+    return f"most sensitive layers (logit SQNR with only that layer int8): {shown}"

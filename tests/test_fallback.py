@@ -1,0 +1,188 @@
+"""Accuracy-aware fallback (`--max-drop`) and per-layer sensitivity, on a model made quantization-sensitive on purpose.
+
+OutlierCNN is trained briefly on real Fashion-MNIST images, then one channel of one activation is scaled up
+1000x and the next conv's weights on it down 1000x: the fp32 function is unchanged, but that tensor's one
+per-tensor int8 range now spans the outlier and flattens every other channel to a few codes (the outlier-channel
+failure of real CNNs). Plain int8 loses tens of points; keeping the layers around that tensor in float fixes it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from edgekit.cli import main
+from edgekit.targets import REGISTRY, get_target
+from tests.conftest import fashion_arrays, save_model, train_tiny
+
+BUDGET = 0.5
+
+
+class OutlierCNN(nn.Module):
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(*[nn.Sequential(nn.Conv2d(1 if i == 0 else width, width, 3, padding=1), nn.ReLU())
+                                     for i in range(4)])
+        self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU())
+        self.fc = nn.Linear(2 * width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.down(self.convs(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    @torch.no_grad()
+    def add_outlier_channel(self, factor: float = 1000.0) -> "OutlierCNN":
+        """Function-preserving: ReLU commutes with a positive scale, so conv 1's channel 0 x factor and conv 2's
+        input weights on it / factor give the same logits."""
+        producer, consumer = self.convs[1][0], self.convs[2][0]
+        producer.weight[0] *= factor
+        producer.bias[0] *= factor
+        consumer.weight[:, 0] /= factor
+        return self
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(map(str, args)))
+
+
+@pytest.fixture(scope="module")
+def outlier_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("outlier")
+    torch.manual_seed(0)
+    model = train_tiny(OutlierCNN(), 1, 28, steps=200).add_outlier_channel()
+    images, labels = fashion_arrays(600)
+    np.savez(root / "eval.npz", images=images, labels=labels)
+    return save_model(model, "exported_program", root / "outlier.pt2", torch.zeros(2, 1, 28, 28)), root / "eval.npz"
+
+
+def quantize_args(model, calib, eval_npz, ws, *extra):
+    return ("quantize", model, "--calib", calib, "--eval", eval_npz, "--workdir", ws, "--mean", "0.286",
+            "--std", "0.353", "--calib-size", "32", "--json", *extra)
+
+
+@pytest.fixture(scope="module")
+def plain_workspace(tmp_path_factory, outlier_model, calib_small):
+    model, eval_npz = outlier_model
+    ws = tmp_path_factory.mktemp("plain") / "ws"
+    result = invoke(*quantize_args(model, calib_small, eval_npz, ws))
+    assert result.exit_code == 0, result.output
+    return ws
+
+
+def test_sensitivity_finds_the_outlier_layers(plain_workspace):
+    report = json.loads((plain_workspace / "quantize.json").read_text())
+    assert report["drop_points"] > 2, "the outlier channel must make plain int8 lose accuracy"
+    assert report["fallback"] is None
+    layers = json.loads((plain_workspace / "sensitivity.json").read_text())["layers"]
+    assert len(layers) == 6 and {r["op_type"] for r in layers} == {"Conv", "Gemm"}
+    # The tensor with the outlier is conv 1's output and conv 2's input: quantizing either alone quantizes it.
+    worst = {r["node"] for r in layers[:2]}
+    assert worst == {"node_conv2d_1", "node_conv2d_2"}, layers
+    assert layers[0]["sqnr_db"] < 10 < layers[-1]["sqnr_db"], "the outlier layers are far noisier than the rest"
+    assert report["sensitivity"]["most_sensitive"][0]["node"] == layers[0]["node"]
+
+
+def test_quantize_fallback_meets_the_budget(tmp_path, outlier_model, calib_small):
+    model, eval_npz = outlier_model
+    ws = tmp_path / "ws"
+    result = invoke(*quantize_args(model, calib_small, eval_npz, ws, "--max-drop", BUDGET))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    fb = report["fallback"]
+    assert fb["met"] and fb["budget_points"] == BUDGET and fb["initial_drop_points"] > 2
+    assert report["drop_points"] == fb["drop_points"] <= BUDGET
+    assert 1 <= len(fb["float_layers"]) < 6, "some layers in float, not all"
+    assert fb["size_bytes"] == (ws / "model.int8.onnx").stat().st_size
+    assert "within --max-drop 0.5" in result.stderr
+    manifest = json.loads((ws / "manifest.json").read_text())
+    assert manifest["float_layers"] == fb["float_layers"]
+    # The targets honour the quantize stage's float layers, and their conformance checks accept them.
+    result = invoke("compile", "--target", "arm,jetson", "--workdir", ws, "--json")
+    assert result.exit_code == 0, result.output
+    for name, info in json.loads(result.stdout).items():
+        assert info["details"]["float_layers"] == fb["float_layers"]
+        assert info["details"]["conformance"]["violations"] == [], name
+
+
+@pytest.fixture(scope="module")
+def compiled_with_budget(tmp_path_factory, plain_workspace):
+    ws = tmp_path_factory.mktemp("compiled") / "ws"
+    shutil.copytree(plain_workspace, ws)
+    result = invoke("compile", "--target", "all", "--workdir", ws, "--max-drop", BUDGET, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_compile_fallback_on_every_target(name, compiled_with_budget):
+    if get_target(name).available() is not None:
+        pytest.skip(f"{name} not available here")
+    info = compiled_with_budget[name]
+    fb = info["details"]["fallback"]
+    assert fb["initial_drop_points"] > 2, f"{name}: plain int8 must lose accuracy in this target's own runtime"
+    assert fb["met"] and fb["drop_points"] <= BUDGET
+    v = info["validation"]
+    assert 100 * (v["reference_top1"] - v["top1"]) <= BUDGET + 1e-9
+    assert 1 <= len(fb["float_layers"]) < 6
+    assert info["details"]["float_layers"] == fb["float_layers"]
+    assert set(info["precision"].values()) & {"int8"}, "the rest still runs in int8"
+
+
+def test_no_fallback_when_none_is_needed(tmp_path, trained_tiny, calib_small, eval_npz_small):
+    model = save_model(trained_tiny, "exported_program", tmp_path / "tiny.pt2", torch.zeros(2, 1, 28, 28))
+    result = invoke(*quantize_args(model, calib_small, eval_npz_small, tmp_path / "ws", "--max-drop", 10))
+    assert result.exit_code == 0, result.output
+    fb = json.loads(result.stdout)["fallback"]
+    assert fb["met"] and fb["float_layers"] == [] and len(fb["steps"]) == 1
+
+
+def test_unmet_budget_still_writes_artifacts_and_warns(tmp_path, plain_workspace):
+    ws = tmp_path / "ws"
+    shutil.copytree(plain_workspace, ws)
+    (ws / "sensitivity.json").write_text(json.dumps({"images": 0, "layers": []}))  # nothing left to keep in float
+    result = invoke("compile", "--target", "arm", "--workdir", ws, "--max-drop", BUDGET, "--json")
+    assert result.exit_code == 0, result.output
+    fb = json.loads(result.stdout)["arm"]["details"]["fallback"]
+    assert not fb["met"] and fb["float_layers"] == []
+    assert "warning: arm: drop" in result.stderr and (ws / "targets" / "arm" / "model.int8.onnx").is_file()
+
+
+def test_method_auto_keeps_the_best_and_says_why(tmp_path, trained_tiny, calib_small):
+    model = save_model(trained_tiny, "exported_program", tmp_path / "tiny.pt2", torch.zeros(2, 1, 28, 28))
+    result = invoke("quantize", model, "--calib", calib_small, "--workdir", tmp_path / "ws", "--mean", "0.286",
+                    "--std", "0.353", "--method", "auto", "--json")
+    assert result.exit_code == 0, result.output
+    cal = json.loads(result.stdout)["calibration"]
+    auto = cal["auto"]
+    assert set(auto["scores"]) == {"minmax", "percentile", "entropy"}
+    best = max(auto["scores"].values(), key=lambda s: (s["agreement"], s["cosine"]))
+    assert cal["method"] == auto["chosen"] and auto["scores"][auto["chosen"]] == best
+    assert auto["fit_images"] + auto["held_out_images"] == cal["samples"]
+    assert f"method auto: {auto['chosen']}: highest top-1 agreement" in result.stderr
+
+
+def test_warnings_point_to_a_fix(monkeypatch):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit import preflight
+
+    # A depthwise conv (group = 4 channels) whose weights were quantized with one scale for all channels.
+    inits = [numpy_helper.from_array(np.zeros((4, 1, 3, 3), np.int8), "w_q"),
+             numpy_helper.from_array(np.array(0.1, np.float32), "w_scale"),
+             numpy_helper.from_array(np.array(0, np.int8), "w_zp")]
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w"]),
+             helper.make_node("Conv", ["x", "w"], ["y"], name="dw", group=4, pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    (warning,) = preflight.depthwise_per_tensor(helper.make_model(graph))
+    assert "'dw'" in warning and "per channel" in warning
+    monkeypatch.setattr("edgekit.environment.environment", lambda: {"int8_dot_product": False})
+    assert "slower" in preflight.cpu_without_dot_product()[0]
+    (line,) = preflight.not_int8("jetson", {"Conv": "int8", "MaxPool": "fp16"})
+    assert "MaxPool (fp16)" in line and "Conv (" not in line
