@@ -132,7 +132,7 @@ def _quantize(recipe: Recipe, model_path: str, ws: Workspace, log) -> None:
     quantize(model_path, recipe.resolve(d.calib), eval=recipe.resolve(d.eval), workdir=ws.root, arch=m.arch,
              trust_pickle=m.trust_pickle, input_shape=m.input_shape, size=p.size, channels=p.channels, mean=p.mean,
              std=p.std, resize=p.resize, method=q.method, calib_size=d.calib_size, seed=d.seed, batch=q.batch,
-             threads=q.threads, log=log)
+             threads=q.threads, max_drop=q.max_drop, log=log)
 
 
 def _compile(recipe: Recipe, name: str, ws: Workspace, log) -> None:
@@ -140,7 +140,7 @@ def _compile(recipe: Recipe, name: str, ws: Workspace, log) -> None:
 
     c = recipe.compile
     compile_targets(name, workdir=ws.root, device=c.device, threads=c.threads, batch=c.batch,
-                    openvino_source=c.openvino_source, log=log)
+                    openvino_source=c.openvino_source, max_drop=c.max_drop, log=log)
 
 
 def _bench(recipe: Recipe, name: str, ws: Workspace, log) -> None:

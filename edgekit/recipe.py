@@ -62,6 +62,7 @@ class QuantizeSpec:
     method: str = "percentile"
     batch: int = 64
     threads: int = 0
+    max_drop: float | None = None  # accuracy budget: sensitive layers stay in float until the drop fits
 
 
 @dataclass
@@ -71,6 +72,7 @@ class CompileSpec:
     batch: int = 1
     threads: int = 0
     openvino_source: str | None = None
+    max_drop: float | None = None  # the same budget, met per target in its own mechanism
 
 
 @dataclass
