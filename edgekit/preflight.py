@@ -12,12 +12,9 @@ from .targets.qdq_rules import QdqGraph
 
 # Per target: why layers end up outside int8 there, and what to do about it.
 NOT_INT8_HINTS = {
-    "jetson": "TensorRT fuses Q/DQ only into Conv/Gemm/MatMul/Add, the rest runs in fp16: expected for cheap ops; "
-              "a mixed Conv/Gemm means layers kept in float",
-    "openvino": "the plugin runs these in fp32 (no int8 kernel for them in this graph); a mixed Convolution means "
-                "layers kept in float",
-    "arm": "ONNX Runtime runs ops without Q/DQ on both sides in fp32: expected for cheap ops; a mixed Conv/Gemm "
-           "means layers kept in float",
+    "jetson": "TensorRT runs them in fp16: layers kept in float (--max-drop) or without Q/DQ on their inputs",
+    "openvino": "the plugin runs them in fp32: layers kept in float (--max-drop), or no int8 kernel for them",
+    "arm": "ONNX Runtime runs them in fp32: layers kept in float (--max-drop) or without Q/DQ on both sides",
 }
 
 
@@ -47,8 +44,13 @@ def cpu_without_dot_product() -> list[str]:
             "may run no faster, or slower, than fp32 here; bench on the target device (--remote)"]
 
 
+# The layer kinds that carry a CNN's compute (ONNX names, and OpenVINO's runtime names for them). Cheap ops
+# (activations, pooling, reshapes) outside int8 are by design on every target and not worth a warning.
+COMPUTE_KINDS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Convolution", "GroupConvolution", "FullyConnected"}
+
+
 def not_int8(target: str, precision: dict[str, str]) -> list[str]:
-    outside = [f"{kind} ({p})" for kind, p in precision.items() if p != "int8"]
+    outside = [f"{kind} ({p})" for kind, p in precision.items() if p != "int8" and kind in COMPUTE_KINDS]
     if not outside:
         return []
     return [f"{target}: not int8 there: {', '.join(outside)}; {NOT_INT8_HINTS.get(target, '')}".rstrip("; ")]

@@ -184,5 +184,6 @@ def test_warnings_point_to_a_fix(monkeypatch):
     assert "'dw'" in warning and "per channel" in warning
     monkeypatch.setattr("edgekit.environment.environment", lambda: {"int8_dot_product": False})
     assert "slower" in preflight.cpu_without_dot_product()[0]
-    (line,) = preflight.not_int8("jetson", {"Conv": "int8", "MaxPool": "fp16"})
-    assert "MaxPool (fp16)" in line and "Conv (" not in line
+    assert preflight.not_int8("jetson", {"Conv": "int8", "MaxPool": "fp16"}) == [], "cheap ops outside int8: no noise"
+    (line,) = preflight.not_int8("jetson", {"Conv": "mixed", "Gemm": "int8", "MaxPool": "fp16"})
+    assert "Conv (mixed)" in line and "Gemm" not in line and "MaxPool" not in line
