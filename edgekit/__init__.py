@@ -14,6 +14,13 @@ def quantize(*args, **kwargs) -> dict:
     return _quantize(*args, **kwargs)
 
 
+def distill(*args, **kwargs) -> dict | None:
+    """Train a small student to mimic a trained teacher; see `edgekit.distillation.distill`."""
+    from .distillation import distill as _distill
+
+    return _distill(*args, **kwargs)
+
+
 def compile(*args, **kwargs) -> dict:  # noqa: A001 - mirrors `edgekit compile`
     """Compile the workspace for targets; see `edgekit.compiling.compile_targets`."""
     from .compiling import compile_targets
@@ -28,4 +35,4 @@ def bench(*args, **kwargs) -> dict:
     return _bench(*args, **kwargs)
 
 
-__all__ = ["quantize", "compile", "bench", "__version__"]
+__all__ = ["quantize", "distill", "compile", "bench", "__version__"]

@@ -210,5 +210,62 @@ def targets_cmd() -> None:
     click.echo(format_table(["target", "hardware", "runtime", "artifact", "available here"], rows, align="lllll"))
 
 
+@main.command("distill")
+@click.option("--teacher", required=True, type=click.Path(path_type=str), help="The trained model (any format quantize takes).")
+@click.option("--data", required=True, help="Training images: a folder (class sub-folders give labels), .npy/.npz, or a named set.")
+@click.option("--student", default=None, help="A name from `edgekit students`.  [default: mobilenetv3_small_100]")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--temperature", type=float, default=4.0, show_default=True, help="Softmax temperature T of the soft targets.")
+@click.option("--alpha", type=float, default=0.9, show_default=True,
+              help="Weight of the soft targets; 1 - alpha goes to the labels (0: labels only).")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint (distill.ckpt) of the same run.")
+@click.option("--out", default="student.pt2", show_default=True, help="The student, an ExportedProgram `edgekit quantize` loads.")
+@click.option("--eval", "eval_", default=None, help="Eval images for teacher vs student; default: a held-out 10 % of --data.")
+@click.option("--workdir", default=None, help="Folder for distill.json and the checkpoint.  [default: --out's folder]")
+@click.option("--arch", default=None, help="package.module:factory that builds the teacher, for a state_dict file.")
+@click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module teacher (unpickling runs code from the file).")
+@click.option("--size", default=None, help="Input size: 224 or H,W. Default: the teacher's, else the first image's.")
+@click.option("--channels", type=click.IntRange(1, 3), default=None, help="1 (grey) or 3 (RGB). Default: from the teacher.")
+@click.option("--mean", default=None, help="Per-channel mean on the 0..1 scale, as the teacher was trained with. Default 0.")
+@click.option("--std", default=None, help="Per-channel std on the 0..1 scale. Default 1.")
+@click.option("--resize", type=int, default=None, help="Resize the short side to this before the centre crop.")
+@click.option("--batch", type=int, default=128, show_default=True, help="Training batch size (per process under torchrun).")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (SGD, warm-up + cosine schedule).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-augment", is_flag=True, help="No random crop/flip; the teacher's logits are then computed once.")
+@click.option("--json", "as_json", is_flag=True, help="Print distill.json instead of the table.")
+def distill_cmd(teacher, data, student, epochs, temperature, alpha, resume, out, eval_, workdir, arch, trust_pickle,
+                size, channels, mean, std, resize, batch, lr, seed, no_augment, as_json) -> None:
+    """Train a small student (MobileNet-style) to mimic a trained teacher; writes a .pt2 quantize takes."""
+    from .distill_report import distill_table
+    from .distillation import DEFAULT_STUDENT, distill
+
+    report = distill(teacher, data, student=student or DEFAULT_STUDENT, epochs=epochs, temperature=temperature,
+                     alpha=alpha, resume=resume, out=out, eval=eval_, workdir=workdir, arch=arch,
+                     trust_pickle=trust_pickle, size=size, channels=channels, mean=mean, std=std, resize=resize,
+                     batch=batch, lr=lr, seed=seed, augment=not no_augment, log=_stderr)
+    if report is None:  # a torchrun worker other than rank 0: rank 0 prints
+        return
+    click.echo(json.dumps(report, indent=2) if as_json else distill_table(report))
+
+
+@main.command("students")
+@click.argument("pattern", default="*")
+@click.option("--teacher", default=None, type=click.Path(path_type=str), help="Show sizes at this model's input and classes.")
+@click.option("--arch", default=None, help="package.module:factory for a state_dict teacher.")
+@click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module teacher.")
+@click.option("--size", default=None, help="Input size (224 or H,W).  [default: the teacher's, else 224]")
+@click.option("--channels", type=click.IntRange(1, 3), default=None, help="Input channels without a teacher.  [default: 3]")
+@click.option("--classes", type=click.IntRange(min=2), default=None, help="Classes without a teacher.  [default: 1000]")
+@click.option("--json", "as_json", is_flag=True)
+def students_cmd(pattern, teacher, arch, trust_pickle, size, channels, classes, as_json) -> None:
+    """List the distill students matching PATTERN (e.g. 'mobilenetv2*') with parameters and MACs."""
+    from .distill_report import students_table
+    from .distillation import student_overview
+
+    overview = student_overview(pattern, teacher=teacher, arch=arch, trust_pickle=trust_pickle, size=size,
+                                channels=channels, classes=classes)
+    click.echo(json.dumps(overview, indent=2) if as_json else students_table(overview))
+
 if __name__ == "__main__":
     sys.exit(main())

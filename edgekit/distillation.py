@@ -1,0 +1,233 @@
+"""The distill stage: a trained teacher + images -> a small student (.pt2) that mimics it, measured against it.
+
+    load teacher -> settle input and preprocessing (as quantize does) -> build the student for that input
+    and the teacher's classes -> all images into memory once, preprocessed -> train (training.py)
+    -> export the student as an ExportedProgram with a dynamic batch -> compare teacher and student
+    (distill_report.py) -> distill.json next to the student (or in --workdir)
+
+Every check on the inputs runs before the first write, so bad input leaves every file as it was. The
+student file is what `edgekit quantize` takes, with the same --mean/--std: it goes through
+quantize -> compile -> bench like any model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .data import ImageSet, Preprocess, open_images
+from .distill_report import compare
+from .errors import EdgekitError
+from .export import torch_forward
+from .inputspec import parse_size, resolve_preprocess
+from .macs import count_macs
+from .model import LoadedModel, count_params, load_model
+from .students import create_student, describe, get_student, list_students
+from .training import TrainOptions, init_distributed, load_checkpoint, train
+from .workspace import write_json_atomic
+
+# timm's mobilenetv3_small_100 adapted; at 28x28 it has 5.5x fewer MACs than the bundled teacher
+# (benchmarks/distill_fashion_mnist.py).
+DEFAULT_STUDENT = "mobilenetv3_small_100"
+DEFAULT_EPOCHS = 10
+# Hinton et al.'s range; T=4 and a 0.9 weight on the soft targets are the usual starting point for CNN students.
+DEFAULT_TEMPERATURE, DEFAULT_ALPHA = 4.0, 0.9
+DEFAULT_BATCH, DEFAULT_LR, WEIGHT_DECAY = 128, 0.05, 5e-4
+HELD_OUT_FRACTION = 0.1  # of --data, for the teacher/student comparison when no --eval is given
+REPORT, CHECKPOINT = "distill.json", "distill.ckpt"
+
+
+def distill(
+    teacher: str | Path,
+    data: str | Path,
+    *,
+    student: str = DEFAULT_STUDENT,
+    epochs: int = DEFAULT_EPOCHS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    alpha: float = DEFAULT_ALPHA,
+    resume: bool = False,
+    out: str | Path = "student.pt2",
+    eval: str | Path | None = None,  # noqa: A002 - mirrors the CLI's --eval
+    workdir: str | Path | None = None,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+    size: str | int | None = None,
+    channels: int | None = None,
+    mean: str | None = None,
+    std: str | None = None,
+    resize: int | None = None,
+    batch: int = DEFAULT_BATCH,
+    lr: float = DEFAULT_LR,
+    seed: int = 0,
+    augment: bool = True,
+    log=print,
+) -> dict | None:
+    """Train `student` to mimic `teacher` on `data`; returns the distill.json content (None on ranks > 0)."""
+    import torch
+
+    opts = TrainOptions(epochs, batch, lr, WEIGHT_DECAY, temperature, alpha, augment, seed)
+    get_student(student)  # an unknown name fails before anything is loaded
+    dist = init_distributed()
+    log = log if dist.main else (lambda *_: None)
+    out = Path(out)
+    report_dir = Path(workdir) if workdir is not None else out.parent
+
+    loaded = load_model(teacher, arch=arch, trust_pickle=trust_pickle)
+    if out.resolve() == loaded.path.resolve():
+        raise EdgekitError(f"--out {out} is the teacher's own file", "write the student elsewhere, e.g. --out student.pt2")
+    data_set = open_images(data, "data")
+    eval_set = open_images(eval, "eval") if eval is not None else None
+    pre, notes = resolve_preprocess(loaded, data_set, size=size, channels=channels, mean=mean, std=std, resize=resize)
+    # Two images: a batch of one would let torch.export specialize the batch dimension to 1.
+    example = np.stack([data_set.load(i % len(data_set), pre) for i in range(2)])
+    num_classes = class_count(loaded, example)
+    check_labels(data_set, num_classes, "--data")
+    if alpha == 0 and data_set.labels is None:
+        raise EdgekitError("--alpha 0 trains on labels alone, but the --data images have none",
+                           "use class sub-folders or an .npz with labels, or raise --alpha")
+    torch.manual_seed(seed)  # the student's initial weights
+    model = create_student(student, pre.channels, num_classes, (pre.height, pre.width))
+    if eval_set is None:
+        data_set, eval_set = data_set.split(HELD_OUT_FRACTION, seed)
+        eval_label = f"held-out {len(eval_set)} of the --data images (no --eval)"
+    else:
+        eval_label = f"{eval_set.source} ({len(eval_set)} images)"
+    check_labels(eval_set, num_classes, "--eval")
+    if len(data_set) < 2:
+        raise EdgekitError(f"--data leaves {len(data_set)} image for training",
+                           "give it more images (thousands, realistically)")
+    # What a checkpoint must match to be resumed: the same student, teacher, data and options.
+    run = json.loads(json.dumps({"student": student, "teacher_sha256": loaded.sha256, "data_images": len(data_set),
+                                 "preprocess": pre.to_dict(), "world_size": dist.world, **opts.to_dict()}))
+    checkpoint = report_dir / CHECKPOINT
+    state = load_checkpoint(checkpoint, run) if resume else None
+
+    objective = describe_objective(opts, data_set.labels is not None)
+    log(f"teacher: {loaded.path} ({loaded.format.replace('_', ' ')}, {count_params(loaded.module):,} parameters,"
+        f" {num_classes} classes)")
+    log(f"input: {pre.describe()}")
+    for note in notes:
+        log(f"  note: {note}")
+    log(f"student: {student} ({count_params(model):,} parameters); {objective}")
+    log(f"data: {len(data_set)} images from {data}; eval: {eval_label}")
+    if dist.world > 1:
+        log(f"distributed: {dist.world} processes (torchrun), gloo")
+
+    x = torch.from_numpy(load_pixels(data_set, pre, "data", dist.main))
+    labels = torch.tensor(data_set.labels) if data_set.labels is not None else None
+    t0 = time.perf_counter()
+    history = train(model, None if alpha == 0 else loaded.module, x, labels, black_pixel(pre), opts, dist,
+                    checkpoint, run, state, log)
+    wall = time.perf_counter() - t0
+    if not dist.main:
+        return None
+
+    export_student(model, example, out)
+    log(f"wrote {out}; comparing teacher and student on the eval images")
+    x_eval = load_pixels(eval_set, pre, "eval", True)
+    labels_eval = np.asarray(eval_set.labels) if eval_set.labels is not None else None
+    report = compare(loaded, out, x_eval, labels_eval)
+    report["teacher"].update(loaded.describe())
+    report["student"].update({"name": student, "path": str(out), "family": get_student(student).family})
+    report["eval"] = {"source": eval_label, "images": len(eval_set), "labelled": labels_eval is not None}
+    report["preprocess"] = pre.to_dict()
+    report["training"] = {
+        "objective": objective, "options": opts.to_dict(), "data": str(data), "images": len(data_set),
+        "epochs_run": len(history), "resumed_after_epoch": state["epoch"] if state else None,
+        "seconds": round(sum(h["seconds"] for h in history), 2), "wall_seconds_this_run": round(wall, 2),
+        "world_size": dist.world, "checkpoint": str(checkpoint), "history": history,
+    }
+    write_json_atomic(report_dir / REPORT, report)
+    return report
+
+
+def describe_objective(opts: TrainOptions, labelled: bool) -> str:
+    if opts.alpha == 0:
+        return "labels only (cross-entropy, no teacher)"
+    if not labelled:
+        return f"teacher soft targets only (KD, T={opts.temperature:g}; the data has no labels)"
+    return f"KD, T={opts.temperature:g}: {opts.alpha:g} x soft targets + {1 - opts.alpha:g} x cross-entropy"
+
+
+def class_count(teacher: LoadedModel, example: np.ndarray) -> int:
+    """The teacher's number of classes; an error unless it returns (N, classes) logits with classes >= 2."""
+    classes = int(torch_forward(teacher, example).shape[1])
+    if classes < 2:
+        raise EdgekitError(f"the teacher outputs {classes} value per image, not class logits",
+                           "distillation needs a classifier with at least 2 classes")
+    return classes
+
+
+def check_labels(images: ImageSet, num_classes: int, flag: str) -> None:
+    if images.labels is None:
+        return
+    if images.classes and len(images.classes) != num_classes:
+        raise EdgekitError(
+            f"the {flag} images have {len(images.classes)} classes but the teacher outputs {num_classes}",
+            f"point {flag} at data with the teacher's classes (one sub-folder per class, in training order)",
+        )
+    if max(images.labels) >= num_classes:
+        raise EdgekitError(f"{flag} label {max(images.labels)} is out of range for a {num_classes}-class teacher",
+                           f"check the labels in the {flag} data")
+
+
+def load_pixels(images: ImageSet, pre: Preprocess, what: str, show: bool) -> np.ndarray:
+    """Every image preprocessed once into one (N, C, H, W) float32 array: augmentation then works on tensors."""
+    pixels = np.empty((len(images), pre.channels, pre.height, pre.width), np.float32)
+    for i in tqdm(range(len(images)), desc=f"loading {what}", unit="img", leave=False, disable=not show):
+        pixels[i] = images.load(i, pre)
+    return pixels
+
+
+def black_pixel(pre: Preprocess):
+    """(C,) the normalized value of a 0 pixel: what random-crop padding fills with (torchvision's fill=0)."""
+    import torch
+
+    mean = np.broadcast_to(np.asarray(pre.mean, np.float32), (pre.channels,))
+    std = np.broadcast_to(np.asarray(pre.std, np.float32), (pre.channels,))
+    return torch.from_numpy(-mean / std)
+
+
+def export_student(model, example: np.ndarray, out: Path) -> None:
+    """The trained student as an ExportedProgram with a dynamic batch (loads without unpickling); atomic."""
+    import torch
+
+    model.eval().to(memory_format=torch.contiguous_format)  # the layout every runtime expects by default
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(model, (torch.from_numpy(example),), dynamic_shapes=({0: batch},))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.partial.pt2")
+    torch.export.save(program, tmp)
+    os.replace(tmp, out)
+
+
+def student_overview(pattern: str = "*", *, teacher: str | Path | None = None, arch: str | None = None,
+                     trust_pickle: bool = False, size: str | int | None = None, channels: int | None = None,
+                     classes: int | None = None) -> dict:
+    """The registered students matching `pattern`, with params and MACs at the teacher's input (or the given one)."""
+    names = list_students(pattern)
+    if not names and not any(c in pattern for c in "*?["):
+        get_student(pattern)  # a plain name: unknown, with a did-you-mean
+    if not names:
+        raise EdgekitError(f"no student matches {pattern!r}", f"registered: {', '.join(list_students())}")
+    teacher_info = None
+    if teacher is None:
+        hw, c, k = parse_size(size) or (224, 224), channels or 3, classes or 1000
+    else:
+        loaded = load_model(teacher, arch=arch, trust_pickle=trust_pickle)
+        shape = loaded.input_shape
+        recorded = tuple(shape[2:]) if shape and min(shape[2:]) > 0 else None
+        hw = parse_size(size) or recorded
+        if hw is None:
+            raise EdgekitError(f"{teacher} does not record its input size", "pass --size, e.g. --size 224")
+        c = (shape[1] if shape and shape[1] > 0 else None) or loaded.channels or channels or 3
+        k = class_count(loaded, np.zeros((2, c, *hw), np.float32))
+        teacher_info = {"path": str(loaded.path), "params": count_params(loaded.module),
+                        "macs": count_macs(loaded.module, (c, *hw))}
+    return {"input": [c, hw[0], hw[1]], "classes": k, "teacher": teacher_info, "students": describe(names, c, k, hw)}
+
