@@ -120,9 +120,9 @@ def _distill(recipe: Recipe, teacher: str, student: Path, log) -> None:
         raise EdgekitError("this edgekit has no distill stage", "remove the recipe's distill section") from None
     d, p = recipe.distill, recipe.preprocess
     distill(teacher, recipe.resolve(d.data), student=d.student, epochs=d.epochs, temperature=d.temperature,
-            alpha=d.alpha, batch=d.batch, lr=d.lr, augment=d.augment, out=student, eval=recipe.resolve(recipe.data.eval),
-            arch=recipe.model.arch, trust_pickle=recipe.model.trust_pickle, size=p.size, channels=p.channels,
-            mean=p.mean, std=p.std, seed=recipe.data.seed, log=log)
+            alpha=d.alpha, batch=d.batch, lr=d.lr, augment=d.augment, resume=d.resume, out=student,
+            eval=recipe.resolve(recipe.data.eval), arch=recipe.model.arch, trust_pickle=recipe.model.trust_pickle,
+            size=p.size, channels=p.channels, mean=p.mean, std=p.std, resize=p.resize, seed=recipe.data.seed, log=log)
 
 
 def _quantize(recipe: Recipe, model_path: str, ws: Workspace, log) -> None:

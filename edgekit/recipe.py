@@ -46,14 +46,17 @@ class DataSpec:
 
 @dataclass
 class DistillSpec:
+    """The defaults are edgekit.distillation's (tests/test_recipe.py keeps them in step)."""
+
     data: str = ""  # required when distill is given: training images (labelled or not)
-    student: str = "mobilenetv2_050"
+    student: str = "mobilenetv3_small_100"
     epochs: int = 10
     temperature: float = 4.0
-    alpha: float = 0.5
+    alpha: float = 0.9
     batch: int = 128
     lr: float = 0.05
     augment: bool = True
+    resume: bool = False  # continue an interrupted distill from its checkpoint next to `out`
     out: str = "student.pt2"  # inside the workspace unless absolute
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 
@@ -101,3 +102,85 @@ def test_shipped_recipes_validate():
     template = load_recipe(REPO / "recipes" / "template.yaml", ["model.path=fashion_mnist.yaml",
                                                                  "data.calib=../calibration"])
     assert template.quantize.method == "percentile" and template.compile.targets == ["all"]
+    distilled = load_recipe(REPO / "recipes" / "fashion_mnist_distill.yaml")
+    assert distilled.distill is not None and distilled.distill.data == "fashion-mnist:train"
+
+
+def test_distill_recipe_plans_student_first():
+    from edgekit.pipeline import plan
+    from edgekit.recipe import load_recipe
+
+    recipe = load_recipe(REPO / "recipes" / "fashion_mnist_distill.yaml", ["compile.targets=[arm]"])
+    names = [name for name, *_ in plan(recipe)]
+    assert names == ["distill", "quantize", "compile arm", "bench arm"]
+
+
+def test_distill_spec_defaults_match_the_stage():
+    """The recipe's distill defaults are the CLI's: a recipe that leaves a key out trains what the CLI would."""
+    import inspect
+
+    from edgekit.distillation import distill
+    from edgekit.recipe import DistillSpec
+
+    stage = inspect.signature(distill).parameters
+    for f in dataclasses.fields(DistillSpec):
+        if f.name in stage and f.name not in ("data", "out"):
+            assert f.default == stage[f.name].default, f.name
+
+
+# CLI options that are not recipe keys by design, or are under another name.
+NOT_RECIPE_KEYS = {"as_json", "workdir", "model", "teacher", "target", "eval_", "seed", "no_augment", "calib",
+                   "calib_size", "data", "max_drop", "max_latency_ms", "min_speedup"}
+SECTION_KEYS = {"quantize": ["model", "preprocess", "data", "quantize"], "distill": ["distill", "preprocess", "model"],
+                "compile": ["compile"], "bench": ["bench", "bench.gates"]}
+
+
+def keys_of(section: str) -> set[str]:
+    from edgekit import recipe as r
+
+    spec = {"model": r.ModelSpec, "preprocess": r.PreprocessSpec, "data": r.DataSpec, "distill": r.DistillSpec,
+            "quantize": r.QuantizeSpec, "compile": r.CompileSpec, "bench": r.BenchSpec, "bench.gates": r.GatesSpec}
+    return {f.name for f in dataclasses.fields(spec[section])}
+
+
+@pytest.mark.parametrize("stage", sorted(SECTION_KEYS))
+def test_every_stage_option_has_a_recipe_key(stage):
+    keys = set().union(*(keys_of(section) for section in SECTION_KEYS[stage]))
+    options = {p.name for p in main.commands[stage].params} - NOT_RECIPE_KEYS
+    assert options <= keys, options - keys
+    # the ones under another name are there too
+    assert {"calib", "calib_size", "seed", "eval"} <= keys_of("data") and "augment" in keys_of("distill")
+    assert {"max_drop", "max_latency_ms", "min_speedup"} <= keys_of("bench.gates")
+    assert "max_drop" in keys_of("quantize") and "max_drop" in keys_of("compile")
+
+
+def test_distill_recipe_runs_teacher_to_student_to_target(tmp_path, trained_tiny, calib_small, eval_npz_small):
+    """teacher -> distilled student -> int8 -> arm, in one run; the quantized model is the student, not the teacher."""
+    import numpy as np
+
+    from tests.conftest import fashion_arrays
+
+    save_model(trained_tiny, "exported_program", tmp_path / "teacher.pt2", torch.zeros(2, 1, 28, 28))
+    images, labels = fashion_arrays(128)
+    np.savez(tmp_path / "train.npz", images=images, labels=labels)
+    recipe = write_recipe(tmp_path, f"""
+        workdir: out
+        model: {{path: teacher.pt2}}
+        preprocess: {{mean: 0.286, std: 0.353}}
+        data: {{calib: {calib_small}, eval: {eval_npz_small}, calib_size: 40}}
+        distill: {{data: train.npz, student: mobilenetv2_035, epochs: 1, batch: 32}}
+        quantize: {{method: minmax}}
+        compile: {{targets: [arm]}}
+        bench: {{runs: 5, warmup: 1, warmup_seconds: 0.01, threads: 1}}
+    """)
+    result = invoke("run", recipe, "--json")
+    assert result.exit_code == 0, result.output
+    stages = json.loads(result.stdout)["stages"]
+    assert [s["stage"] for s in stages] == ["distill", "quantize", "compile arm", "bench arm"]
+    out = tmp_path / "out"
+    distilled = json.loads((out / "distill.json").read_text())
+    assert distilled["student"]["name"] == "mobilenetv2_035"
+    quantized = json.loads((out / "quantize.json").read_text())
+    assert quantized["model"]["path"] == str(out / "student.pt2")
+    rerun = json.loads(invoke("run", recipe, "--json").stdout)["stages"]
+    assert {s["status"] for s in rerun} == {"skip (unchanged)"}
