@@ -124,23 +124,56 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
             result["gates"] = gates(result, max_drop, max_latency_ms, min_speedup)
             result["passed"] = all(g["passed"] for g in result["gates"])
             result["environment"] = run["environment"]
+            if remote is None:  # a target's further artifact pairs (arm: the .tflite pair, with edgekit[tflite])
+                for variant in getattr(tgt, "variants", lambda _folder: [])(folder):
+                    result.setdefault("variants", {})[variant["name"]] = _bench_variant(
+                        tgt, folder, variant, options, eval_set, pre, threads, env, timing, log)
             write_json_atomic(folder / "bench.json", result)
             results[name] = result
     return results
 
 
 def _measure_here(tgt, folder: Path, options: dict, images: ImageSet, pre: Preprocess, threads: int, env: dict,
-                  timing: dict) -> dict:
-    """Logits and timings of the target's artifacts on this machine, in the shape a remote run returns them."""
-    int8, ref = tgt.runner(folder, "int8", threads, options), tgt.runner(folder, "fp32", threads, options)
+                  timing: dict, which: tuple[str, str] = ("int8", "fp32"), label: str | None = None) -> dict:
+    """Logits and timings of the target's artifacts on this machine, in the shape a remote run returns them.
+    which: the runner names of the int8 artifact and its reference."""
+    int8, ref = tgt.runner(folder, which[0], threads, options), tgt.runner(folder, which[1], threads, options)
     emulated = bool(getattr(int8, "emulated", False))
-    logits, timings = _logits(int8, ref, images, pre, tgt.name), None
+    logits, timings = _logits(int8, ref, images, pre, label or tgt.name), None
     if not emulated:
         x = _input_batch(images, pre, timing["batch"])
         timings = interleaved_latency({"int8": int8, "reference": ref}, x, timing["runs"], timing["warmup"],
-                                      timing["warmup_seconds"], tgt.name)
+                                      timing["warmup_seconds"], label or tgt.name)
     return {"logits": logits, "timings": timings, "emulated": emulated, "threads": threads,
             "environment": {**env, "precision": getattr(int8, "precision_hint", None)}}
+
+
+def _bench_variant(tgt, folder: Path, variant: dict, options: dict, images: ImageSet, pre: Preprocess, threads: int,
+                   env: dict, timing: dict, log) -> dict:
+    """Accuracy and interleaved latency of a further int8/reference pair of a target, e.g. the arm target's .tflite
+    pair in LiteRT + XNNPACK; shaped like a target's result (no gates of its own) so tables can show it as a row."""
+    label = f"{tgt.name} ({variant['name']})"
+    run = _measure_here(tgt, folder, options, images, pre, threads, env, timing,
+                        (variant["int8"], variant["reference"]), label)
+    lat, ref_lat = summarize(run["timings"]["int8"]), summarize(run["timings"]["reference"])
+    machine = env["machine"]
+    native = not _host_proxy(tgt.name, machine, False)
+    out = {"target": label, "runtime": variant["runtime"], "hardware": tgt.hardware, "files": variant,
+           "batch": timing["batch"], "threads": threads, "emulated": False, "host_proxy": not native,
+           "accuracy": accuracy(*run["logits"], images.labels), "latency_ms": lat, "reference_latency_ms": ref_lat,
+           "speedup_vs_reference": ref_lat["p50"] / lat["p50"], "int8_over_reference_p50": lat["p50"] / ref_lat["p50"],
+           "throughput_ips": timing["batch"] * 1000.0 / lat["mean"], "runs": timing["runs"],
+           "latency_note": (f"{variant['runtime']}: {variant['kernels']}; measured on this {machine} host" if native else
+                            f"{variant['runtime']}: {variant['kernels']}, but timed here on {machine} (XNNPACK's "
+                            f"{machine} kernels), not on an ARM CPU: the int8/fp32 ratio is XNNPACK's on this CPU, "
+                            "the milliseconds are not the device's"),
+           "gates": [], "passed": True}
+    if timing["batch"] > 1 and variant.get("fixed_batch") == 1:
+        out["latency_note"] += f"; the artifact takes one image per call, so a batch of {timing['batch']} is that many calls"
+    log(f"{label}: int8 p50 {lat['p50']:.3f} ms vs fp32 p50 {ref_lat['p50']:.3f} ms "
+        f"({out['int8_over_reference_p50']:.2f}x the fp32 time) in {variant['runtime']}"
+        f"{'' if native else f' on {machine}, not ARM'}; agreement {100 * out['accuracy']['agreement']:.2f} %")
+    return out
 
 
 def _measure_remote(host: str, ssh_key, remote_python: str | None, name: str, folder: Path, files: dict,

@@ -65,4 +65,5 @@ def compile_table(results: dict) -> str:
 def bench_table(results: dict) -> str:
     from .report import COLUMNS, row
 
-    return format_table(COLUMNS, [row(r) for r in results.values()], align="lllrrrrrrll")
+    rows = [row(v) for r in results.values() for v in [r, *r.get("variants", {}).values()]]  # arm: + the .tflite pair
+    return format_table(COLUMNS, rows, align="lllrrrrrrll")

@@ -1,4 +1,6 @@
-"""ARM Cortex-A: int8 QDQ ONNX in the TFLite integer scheme, run by ONNX Runtime (XNNPACK EP where it exists).
+"""ARM Cortex-A: int8 QDQ ONNX in the TFLite integer scheme, run by ONNX Runtime (XNNPACK EP where it exists); with
+the optional `edgekit[tflite]` extra also a full-integer int8 .tflite and its fp32 reference (tflite_export.py), run
+by LiteRT's Interpreter with XNNPACK (tflite_runner.py): runner(which="tflite_int8" / "tflite_fp32").
 
 The scheme (tensorflow.org/lite/performance/quantization_spec): weights int8 symmetric (zero point 0, values in
 [-127, 127]), per output channel for Conv; activations int8 per-tensor, asymmetric allowed; bias int32 with
@@ -20,6 +22,7 @@ import onnx
 from ..errors import EdgekitError
 from ..ort_runner import OrtModel
 from ..calibration import Calibration, quantize_with_ranges
+from . import tflite_export
 from .base import CompileContext, CompileResult, Runner
 from .qdq_rules import (DQ, Q, WEIGHTED_OPS, QdqGraph, activation_problems, checker_problems, 
                         precision_by_op, weight_problems)
@@ -35,7 +38,7 @@ class ArmTarget:
     name = "arm"
     hardware = "ARM Cortex-A CPUs (phones, Raspberry Pi, i.MX)"
     runtime = "ONNX Runtime (CPU / XNNPACK EP)"
-    artifact = "int8 QDQ ONNX, TFLite integer scheme"
+    artifact = "int8 QDQ ONNX, TFLite integer scheme (+ int8 .tflite for LiteRT/XNNPACK with edgekit[tflite])"
     install = "pip install onnxruntime"
 
     def available(self) -> str | None:
@@ -68,12 +71,18 @@ class ArmTarget:
         if platform.machine().lower() not in ARM_MACHINES:
             notes.append(f"validated on {platform.machine()} with {', '.join(session.providers)}, not on ARM: "
                          "numerics carry over, latency does not")
+        files, versions = dict(FILES), {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
+        tflite = _build_tflite(ctx, notes)
+        if tflite is not None:
+            files.update(tflite["files"])
+            versions.update(tflite["versions"])
         return CompileResult(
-            files=dict(FILES),
+            files=files,
             precision=precision_by_op(graph, lambda n: _runs_int8(graph, n), "fp32"),
-            versions={"onnxruntime": ort.__version__, "onnx": onnx.__version__},
+            versions=versions,
             notes=notes,
             details={
+                "tflite": tflite,
                 "scheme": "TFLite int8: weights int8 symmetric per-channel (Conv), activations int8 per-tensor "
                           "asymmetric, bias int32 (scale = input x weight scale), fixed Softmax/Logistic/Tanh outputs",
                 "conformance": {"spec": "TFLite int8 quantization spec", "violations": violations},
@@ -83,12 +92,64 @@ class ArmTarget:
         )
 
     def runner(self, target_dir: Path, which: str = "int8", threads: int = 0, options: dict | None = None) -> Runner:
-        if which not in FILES:
-            raise EdgekitError(f"the arm target has no {which!r} artifact", f"use one of: {', '.join(FILES)}")
-        path = Path(target_dir) / FILES[which]
+        """which: "int8" / "fp32" (the ONNX pair, ONNX Runtime) or "tflite_int8" / "tflite_fp32" (LiteRT + XNNPACK,
+        written when the `edgekit[tflite]` extra is installed)."""
+        all_files = {**FILES, **tflite_export.FILES}
+        if which not in all_files:
+            raise EdgekitError(f"the arm target has no {which!r} artifact", f"use one of: {', '.join(all_files)}")
+        path = Path(target_dir) / all_files[which]
+        if which in tflite_export.FILES:
+            reason = tflite_export.missing(runtime_only=True)
+            if reason:
+                raise EdgekitError(f"cannot run {path.name}: {reason}", tflite_export.INSTALL)
+            if not path.is_file():
+                raise EdgekitError(f"{path} is missing", f"{tflite_export.INSTALL}, then `edgekit compile --target arm`")
+            from .tflite_runner import TfliteModel
+
+            return TfliteModel(path, threads)
         if not path.is_file():
             raise EdgekitError(f"{path} is missing", "run `edgekit compile --target arm` first")
         return ArmModel(path, threads)
+
+    def variants(self, target_dir: Path) -> list[dict]:
+        """Further int8/reference pairs in a compiled folder that bench times besides the main one."""
+        if not all((Path(target_dir) / f).is_file() for f in tflite_export.FILES.values()) or tflite_export.missing(True):
+            return []
+        return [{"name": "tflite", "int8": "tflite_int8", "reference": "tflite_fp32",
+                 "runtime": "LiteRT Interpreter + XNNPACK (ai-edge-litert)",
+                 "kernels": "XNNPACK int8/fp32 kernels, the ones LiteRT runs on ARM CPUs", "fixed_batch": 1}]
+
+
+def _build_tflite(ctx: CompileContext, notes: list[str]) -> dict | None:
+    """The .tflite pair (tflite_export.py) when the `edgekit[tflite]` extra is installed; a note says why not."""
+    reason = tflite_export.missing()
+    if reason:
+        notes.append(f"no .tflite written ({reason}): `{tflite_export.INSTALL}` adds a full-integer int8 .tflite "
+                     "and its fp32 reference, timed by bench in LiteRT + XNNPACK")
+        return None
+    try:
+        tflite = tflite_export.build(ctx)
+    except Exception as e:  # noqa: BLE001 - a model litert-torch cannot convert must not cost the ONNX artifact
+        for name in tflite_export.FILES.values():  # no half-written pair left for bench to find
+            (ctx.out_dir / name).unlink(missing_ok=True)
+        if isinstance(e, tflite_export.TfliteSkipped):
+            notes.append(f"no .tflite written: {e}")
+        else:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            notes.append(f"no .tflite written: conversion failed ({type(e).__name__}: {first})")
+        ctx.log(f"arm: {notes[-1]}")
+        return None
+    v = tflite["validation"]
+    ctx.log(f"arm: .tflite int8 agrees with the .tflite fp32 top-1 on {100 * v['agreement']:.2f} % of {v['images']} "
+            f"calibration images ({v['runtime']}); ranges from calibration.json for "
+            f"{tflite['ranges']['from_calibration_json']} of "
+            f"{tflite['ranges']['from_calibration_json'] + tflite['ranges']['from_litert_calibration']} tensors")
+    if not v["conversion"]["ok"]:
+        notes.append(f".tflite fp32 differs from model.fp32.onnx by up to {v['conversion']['max_abs_diff_vs_onnx_fp32']:.3g}")
+    if tflite["float_layers"]["not_mapped"]:
+        notes.append(f".tflite int8 quantizes {len(tflite['float_layers']['not_mapped'])} layer(s) kept in float in "
+                     f"the ONNX artifact (no .tflite op matched): {', '.join(tflite['float_layers']['not_mapped'])}")
+    return tflite
 
 
 class ArmModel(OrtModel):

@@ -1,0 +1,150 @@
+"""The arm target's .tflite pair (optional `edgekit[tflite]` extra): a full-integer int8 .tflite in the TFLite scheme
+that agrees with its fp32 .tflite, run in LiteRT + XNNPACK, and timed by bench beside the ONNX pair.
+Without the extra, compile says what to install and writes the ONNX pair only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edgekit import metrics
+from edgekit.data import Preprocess, open_images
+from edgekit.targets.tflite_export import FILES, INSTALL, missing
+from tests.target_helpers import compile_target
+
+WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def _require_extra():
+    for module in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert.interpreter"):
+        pytest.importorskip(module, reason=f"the edgekit[tflite] extra is not installed ({INSTALL})")
+
+
+@pytest.mark.skipif(missing() is None, reason="the edgekit[tflite] extra is installed")
+def test_without_the_extra_compile_says_what_to_install(tmp_path, quantized_workspace):
+    result = compile_target("arm", quantized_workspace, tmp_path / "arm")
+    assert result.files == {"int8": "model.int8.onnx", "fp32": "model.fp32.onnx"}
+    assert result.details["tflite"] is None
+    assert any("no .tflite written" in n and INSTALL in n for n in result.notes)
+    assert not list((tmp_path / "arm").glob("*.tflite"))
+
+
+@pytest.fixture(scope="module")
+def arm_ws(tmp_path_factory, quantized_workspace):
+    """A copy of the quantized workspace compiled for arm by the CLI, with the .tflite pair."""
+    _require_extra()
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    ws = tmp_path_factory.mktemp("tflite") / "ws"
+    shutil.copytree(quantized_workspace, ws)
+    result = CliRunner().invoke(main, ["compile", "--target", "arm", "--workdir", str(ws)])
+    assert result.exit_code == 0, result.output
+    return ws
+
+
+@pytest.fixture(scope="module")
+def compile_json(arm_ws) -> dict:
+    return json.loads((arm_ws / "targets" / "arm" / "compile.json").read_text())
+
+
+def _interpreter(path):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    return it
+
+
+def test_compile_writes_both_tflite_files(arm_ws, compile_json):
+    folder = arm_ws / "targets" / "arm"
+    assert compile_json["files"] == {"int8": "model.int8.onnx", "fp32": "model.fp32.onnx", **FILES}
+    for name in FILES.values():
+        assert (folder / name).read_bytes()[4:8] == b"TFL3", f"{name} is a TFLite flatbuffer"
+    tflite = compile_json["details"]["tflite"]
+    assert tflite["validation"]["conversion"]["ok"]
+    assert tflite["validation"]["agreement"] >= 0.95
+    # Activation ranges come from edgekit's calibration.json wherever model.fp32.onnx has the tensor.
+    assert tflite["ranges"]["from_calibration_json"] >= 0.8 * (
+        tflite["ranges"]["from_calibration_json"] + tflite["ranges"]["from_litert_calibration"])
+    assert not any("no .tflite written" in n for n in compile_json["notes"])
+
+
+def test_int8_tflite_is_full_integer_in_the_tflite_scheme(arm_ws):
+    it = _interpreter(arm_ws / "targets" / "arm" / FILES["tflite_int8"])
+    tensors = {d["index"]: d for d in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    weighted = [o for o in ops if o["op_name"] in WEIGHT_OPS]
+    # TinyCNN's 3 convs (the 1-channel stem becomes a DEPTHWISE_CONV_2D with multiplier 8) and its Linear.
+    assert sum(o["op_name"] != "FULLY_CONNECTED" for o in weighted) == 3
+    assert sum(o["op_name"] == "FULLY_CONNECTED" for o in weighted) == 1
+    for op in weighted:
+        x, w, b = (tensors[int(i)] for i in op["inputs"][:3])
+        out = tensors[int(op["outputs"][0])]
+        wq, bq = w["quantization_parameters"], b["quantization_parameters"]
+        assert w["dtype"] == np.int8 and it.get_tensor(w["index"]).min() >= -127
+        channels = w["shape"][3] if op["op_name"] == "DEPTHWISE_CONV_2D" else w["shape"][0]
+        assert wq["scales"].size == channels, "weights per output channel"
+        assert not wq["zero_points"].any(), "weights symmetric"
+        assert b["dtype"] == np.int32 and not bq["zero_points"].any()
+        np.testing.assert_allclose(bq["scales"], x["quantization_parameters"]["scales"] * wq["scales"], rtol=1e-5)
+        for act in (x, out):
+            assert act["dtype"] == np.int8 and act["quantization_parameters"]["scales"].size == 1, "int8 per-tensor"
+    assert not [d["name"] for d in tensors.values() if d["dtype"] == np.float32], "no float tensor left"
+    assert it.get_input_details()[0]["dtype"] == np.int8 and it.get_output_details()[0]["dtype"] == np.int8
+
+
+def test_tflite_runners_agree_and_run_on_xnnpack(arm_ws):
+    from edgekit.ort_runner import OrtModel
+    from edgekit.targets import get_target
+
+    manifest = json.loads((arm_ws / "manifest.json").read_text())
+    pre = Preprocess.from_dict(manifest["preprocess"])
+    x = np.concatenate(list(open_images(manifest["eval_data"]["path"], "eval").batches(pre, 100)))
+    arm = get_target("arm")
+    int8, fp32 = (arm.runner(arm_ws / "targets" / "arm", w, 2) for w in ("tflite_int8", "tflite_fp32"))
+    a, b = int8(x), fp32(x)
+    assert a.shape == b.shape == (len(x), 10)
+    assert metrics.agreement(a, b) >= 0.95
+    np.testing.assert_allclose(b, OrtModel(arm_ws / "model.fp32.onnx")(x), atol=1e-3)  # the conversion is exact
+    assert int8.delegated_ops >= 1 and int8.builtin_ops == [], "every op runs in XNNPACK"
+    assert "XNNPACK" in int8.providers[0] and not int8.emulated
+
+
+def test_bench_times_the_tflite_pair_beside_the_onnx_pair(arm_ws):
+    from edgekit.bench import bench
+
+    result = bench("arm", workdir=arm_ws, threads=2, runs=10, warmup=2, warmup_seconds=0.0, log=lambda *_: None)["arm"]
+    tfl = result["variants"]["tflite"]
+    assert tfl["runtime"].startswith("LiteRT Interpreter + XNNPACK")
+    assert tfl["accuracy"]["agreement"] >= 0.95 and tfl["latency_ms"]["n"] == 10
+    assert tfl["int8_over_reference_p50"] == pytest.approx(tfl["latency_ms"]["p50"] / tfl["reference_latency_ms"]["p50"])
+    on_arm = result["environment"]["machine"] in ("aarch64", "arm64")
+    assert tfl["host_proxy"] is (not on_arm) and result["host_proxy"] is (not on_arm)
+    if not on_arm:
+        assert "not on an ARM CPU" in tfl["latency_note"]
+    saved = json.loads((arm_ws / "targets" / "arm" / "bench.json").read_text())
+    assert saved["variants"]["tflite"]["latency_ms"]["p50"] == tfl["latency_ms"]["p50"]
+
+
+def test_layers_kept_in_float_stay_float_in_the_tflite(tmp_path, arm_ws):
+    import onnx
+
+    from edgekit.targets import CompileContext, get_target
+
+    manifest = json.loads((arm_ws / "manifest.json").read_text())
+    convs = [n.name for n in onnx.load(str(arm_ws / "model.fp32.onnx")).graph.node if n.op_type == "Conv"]
+    ctx = CompileContext(arm_ws, tmp_path, manifest, Preprocess.from_dict(manifest["preprocess"]),
+                         open_images(manifest["calibration_data"]["path"], "calibration"), {}, lambda *_: None,
+                         [convs[1]])
+    result = get_target("arm").compile(ctx)  # the conversion is cached from arm_ws's compile: quantization only
+    assert result.details["tflite"]["float_layers"] == {"kept_float": [convs[1]], "not_mapped": []}
+    it = _interpreter(tmp_path / FILES["tflite_int8"])
+    tensors = {d["index"]: d for d in it.get_tensor_details()}
+    weights = [tensors[int(o["inputs"][1])]["dtype"] for o in it._get_ops_details() if o["op_name"] in WEIGHT_OPS]
+    assert weights.count(np.float32) == 1 and weights.count(np.int8) == 3, "only that conv is float"
+    assert result.details["tflite"]["validation"]["agreement"] >= 0.95
