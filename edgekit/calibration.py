@@ -3,7 +3,8 @@
 ONNX Runtime's calibrators do the statistics (min/max, percentile histograms, KL entropy); edgekit feeds
 them through ORT's one-method `CalibrationDataReader` and writes the result twice: as ORT's own cache
 (so `quantize_static` uses exactly these ranges) and as a portable calibration.json,
-`{tensor name in model.fp32.onnx: {"min": f, "max": f}}`, which the other targets read.
+`{tensor name in model.fp32.onnx: {"min": f, "max": f}}`, which the other targets read. It also holds the
+per-channel means of every Conv input (`channel_means`), the statistics bias correction needs (bias_correction.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import io
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +50,16 @@ class Calibration:
     seconds: float
     ranges: dict[str, tuple[float, float]]  # tensor name -> (min, max)
     options: dict
+    # Conv input tensor -> mean per channel over the calibration images; empty in older calibration.json files,
+    # and then the int8 model is built without bias correction.
+    channel_means: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "method": self.method, "samples": self.samples, "seconds": round(self.seconds, 3),
             "options": self.options, "reference_model": "model.fp32.onnx",
             "tensors": {k: {"min": lo, "max": hi} for k, (lo, hi) in sorted(self.ranges.items())},
+            "channel_means": dict(sorted(self.channel_means.items())),
         }
 
     @classmethod
@@ -62,7 +67,7 @@ class Calibration:
         """calibration.json (written from `to_dict`) back into a Calibration."""
         d = json.loads(Path(path).read_text())
         ranges = {name: (r["min"], r["max"]) for name, r in d["tensors"].items()}
-        return cls(d["method"], d["samples"], d["seconds"], ranges, d["options"])
+        return cls(d["method"], d["samples"], d["seconds"], ranges, d["options"], d.get("channel_means", {}))
 
     def write_ort_cache(self, path: Path) -> None:
         """The ranges as ORT's calibration cache, so quantize_static quantizes with exactly these."""
@@ -94,6 +99,8 @@ METHOD_OPTIONS = {
 def calibrate(fp32_onnx: Path, images: ImageSet, pre: Preprocess, method: str) -> Calibration:
     from onnxruntime.quantization.calibrate import create_calibrator
 
+    from .bias_correction import conv_input_means
+
     options = METHOD_OPTIONS[method]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekit-calib-") as tmp:
@@ -114,7 +121,8 @@ def calibrate(fp32_onnx: Path, images: ImageSet, pre: Preprocess, method: str) -
         name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1])))
         for name, td in tensors.data.items()
     }
-    return Calibration(method, len(images), time.perf_counter() - start, ranges, options)
+    means = conv_input_means(Path(fp32_onnx), images, pre, INPUT_NAME)
+    return Calibration(method, len(images), time.perf_counter() - start, ranges, options, means)
 
 
 def quantize_with_ranges(fp32_onnx: Path, out: Path, cal: Calibration, **options) -> None:
