@@ -1,0 +1,390 @@
+"""edgekit against the plain tools, same model, same calibration images, same eval images, one process.
+
+For each model, every row below is built from the same fp32 ONNX export (edgekit's model.fp32.onnx: torch's dynamo
+exporter already folds BatchNorm and EfficientNet's ZeroPad2d into the Convs, so no row pays for separate Pad ops)
+and the same calibration sample, evaluated on the same eval images, and timed in
+interleaved rounds (each round times every row in turn, rotating who goes first), so a busy machine slows them
+all alike and the ratios survive even when absolute milliseconds do not.
+
+    rows  PyTorch fp32 eager          the model file run by torch (the reference for ratios and agreement)
+          ONNX Runtime fp32           model.fp32.onnx
+          ORT quantize_static         onnxruntime.quantization.quantize_static with all its defaults (QDQ, MinMax,
+                                      per-tensor int8 weights and activations)
+          OpenVINO f32                the fp32 IR, INFERENCE_PRECISION_HINT=f32
+          OpenVINO default            the fp32 IR with OpenVINO's default precision (bf16 on CPUs with AVX512-BF16/AMX)
+          NNCF plain                  nncf.quantize(ov_model, dataset) with all its defaults
+          edgekit openvino int8       the IR `edgekit compile --target openvino` writes, run as `edgekit bench` runs it
+          edgekit arm (HOST PROXY)    the arm target's int8 ONNX on x86 ONNX Runtime: not ARM latency, not gated
+          edgekit jetson (emulated)   the TensorRT Q/DQ model's numerics on ONNX Runtime: accuracy only
+          edgekit tflite              hook: runs when edgekit.targets.tflite exists, else skipped with the reason
+
+Threads: 2 everywhere (torch.set_num_threads, ORT intra_op_num_threads, OpenVINO INFERENCE_NUM_THREADS).
+
+    python benchmarks/compare_runtimes.py            # all three models -> benchmarks/RESULTS.md, results.png/json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # efficientnet_lite0.py beside this file
+REPO = Path(__file__).resolve().parent.parent
+
+import edgekit  # noqa: E402
+from edgekit import metrics  # noqa: E402
+from edgekit.data import ImageSet, Preprocess  # noqa: E402
+from edgekit.environment import environment  # noqa: E402
+from edgekit.quantization import workspace_images  # noqa: E402
+from edgekit.workspace import Workspace  # noqa: E402
+
+FASHION = {"mean": "0.286", "std": "0.353"}
+EVAL_BATCH = 64
+TP_BATCH = 32
+REFERENCE = "PyTorch fp32 eager"
+
+
+@dataclass
+class Case:
+    """One model to compare on: file, data and the preprocessing `edgekit quantize` needs."""
+
+    key: str
+    title: str
+    model: Path
+    calib: str
+    eval: str
+    options: dict
+    eval_note: str
+
+
+@dataclass
+class Row:
+    name: str
+    run: Callable[[np.ndarray], np.ndarray] | None  # batch -> logits; None when the row was skipped
+    size_bytes: int | None = None
+    timed: bool = True  # False: accuracy only (emulated numerics)
+    label: str = ""  # "host proxy", "emulated", ...
+    config: str = ""  # runtime settings that matter for the latency
+    note: str = ""  # why a row was skipped, or what to know about it
+    result: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------- the cases
+
+
+def cases(args) -> tuple[list[Case], list[str]]:
+    """The models asked for; a missing student is a note, not an error (it is added to the repo later)."""
+    chosen, notes = [], []
+    for key in args.models.split(","):
+        if key == "teacher":
+            chosen.append(Case("teacher", "Fashion-MNIST teacher (models/fashion_resnet.pt2)",
+                               REPO / "models/fashion_resnet.pt2", str(REPO / "calibration"), "fashion-mnist:test",
+                               FASHION, "top-1 on the Fashion-MNIST test set"))
+        elif key == "student":
+            if not args.student.is_file():
+                notes.append(f"distilled student skipped: {args.student} does not exist (pass --student PATH)")
+                continue
+            chosen.append(Case("student", f"Fashion-MNIST distilled student ({args.student.name})", args.student,
+                               str(REPO / "calibration"), "fashion-mnist:test", FASHION,
+                               "top-1 on the Fashion-MNIST test set"))
+        elif key == "efficientnet":
+            from efficientnet_lite0 import PREPROCESS, prepare
+
+            paths = prepare(args.workdir / "efficientnet_lite0")
+            chosen.append(Case("efficientnet", "EfficientNet-Lite0, 224 px (ImageNet weights)", paths["model"],
+                               str(paths["calib"]), str(paths["eval"]), PREPROCESS,
+                               "top-1 agreement with PyTorch fp32 on real-photo crops (no labelled ImageNet here)"))
+        else:
+            raise SystemExit(f"unknown model {key!r}: use teacher, student, efficientnet")
+    return chosen, notes
+
+
+# ------------------------------------------------------------------------------------------------- edgekit side
+
+
+def edgekit_workspace(case: Case, root: Path, threads: int, reuse: bool) -> Path:
+    """`edgekit quantize` + `edgekit compile --target openvino,arm,jetson` through the Python API."""
+    ws = root / f"ws-{case.key}"
+    if reuse and (ws / "targets/openvino/compile.json").is_file():
+        print(f"[{case.key}] reusing {ws}")
+        return ws
+    shutil.rmtree(ws, ignore_errors=True)
+    print(f"[{case.key}] edgekit quantize {case.model.name} (calibration {case.calib}, eval {case.eval})")
+    t0 = time.perf_counter()
+    edgekit.quantize(case.model, case.calib, eval=case.eval, workdir=ws, threads=threads, log=_indent, **case.options)
+    print(f"[{case.key}] edgekit compile --target openvino,arm,jetson")
+    edgekit.compile("openvino,arm,jetson", workdir=ws, threads=threads, log=_indent)
+    print(f"[{case.key}] edgekit done in {time.perf_counter() - t0:.0f} s")
+    return ws
+
+
+def _indent(msg: str) -> None:
+    print(f"    {msg}")
+
+
+def target_size(ws: Path, target: str) -> int:
+    return json.loads((ws / "targets" / target / "compile.json").read_text())["sizes_bytes"]["int8"]
+
+
+def edgekit_rows(ws: Path, threads: int) -> list[Row]:
+    from edgekit.targets import get_target
+
+    rows = []
+    ov = get_target("openvino")
+    rows.append(Row("edgekit openvino int8", ov.runner(ws / "targets/openvino", "int8", threads),
+                    target_size(ws, "openvino"), config="edgekit's runner (PERFORMANCE_HINT=LATENCY, precision f32)"))
+    arm = get_target("arm")
+    rows.append(Row("edgekit arm int8 (HOST PROXY)", arm.runner(ws / "targets/arm", "int8", threads),
+                    target_size(ws, "arm"), label="host proxy",
+                    config="x86 ONNX Runtime CPU EP", note="ARM artifact timed on x86: not ARM latency, not gated"))
+    jetson = get_target("jetson")
+    run = jetson.runner(ws / "targets/jetson", "int8", threads)
+    emulated = getattr(run, "emulated", False)
+    rows.append(Row("edgekit jetson numerics" + (" (emulated)" if emulated else ""), run, target_size(ws, "jetson"),
+                    timed=not emulated, label="emulated" if emulated else "",
+                    note="TensorRT Q/DQ graph run by ONNX Runtime: accuracy only" if emulated else ""))
+    rows.append(tflite_row(ws, threads))
+    return rows
+
+
+def tflite_row(ws: Path, threads: int) -> Row:
+    """Hook for the .tflite artifact (another change adds it), skipped with the reason while it does not exist.
+
+    Two shapes are accepted: a target of its own (`edgekit.targets.tflite`, registered as "tflite"), or the arm
+    target's "tflite_int8" artifact (LiteRT + XNNPACK) next to its ONNX pair."""
+    name = "edgekit tflite int8 (HOST PROXY)"
+    proxy = {"label": "host proxy", "note": "ARM artifact timed on x86: not ARM latency"}
+    try:
+        importlib.import_module("edgekit.targets.tflite")
+    except ImportError as e:
+        reason = f"edgekit.targets.tflite is not importable ({e})"
+        try:
+            return _arm_tflite_row(name, ws, threads, proxy)
+        except Exception as arm_e:  # noqa: BLE001 - no .tflite from the arm target either: say both reasons
+            return Row(name, None, note=f"skipped: {reason}; arm target: {str(arm_e).splitlines()[0][:160]}")
+    from edgekit.targets import REGISTRY, get_target
+
+    if "tflite" not in REGISTRY:
+        return Row(name, None, note="skipped: edgekit.targets.tflite exists but is not in the target registry")
+    tgt = get_target("tflite")
+    reason = tgt.available()
+    if reason:
+        return Row(name, None, note=f"skipped: {reason}")
+    try:
+        edgekit.compile("tflite", workdir=ws, threads=threads, log=_indent)
+        return Row(name, tgt.runner(ws / "targets/tflite", "int8", threads), target_size(ws, "tflite"), **proxy)
+    except Exception as e:  # noqa: BLE001 - a failing row is recorded and the benchmark carries on
+        return Row(name, None, note=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+
+
+def _arm_tflite_row(name: str, ws: Path, threads: int, proxy: dict) -> Row:
+    """The arm target's .tflite, when that target wrote one (raises with the reason otherwise)."""
+    from edgekit.targets import get_target
+
+    folder = ws / "targets/arm"
+    files = json.loads((folder / "compile.json").read_text())["files"]
+    if "tflite_int8" not in files:
+        raise RuntimeError("compile.json lists no tflite_int8 artifact (the tflite extra is not installed or the "
+                           "export was skipped)")
+    run = get_target("arm").runner(folder, "tflite_int8", threads)
+    return Row(name, run, (folder / files["tflite_int8"]).stat().st_size, **proxy)
+
+
+# ------------------------------------------------------------------------------------------------ plain tools
+
+
+def torch_row(model_path: Path, threads: int) -> Row:
+    import torch
+
+    from edgekit.model import load_model
+
+    torch.set_num_threads(threads)
+    module = load_model(model_path).module
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+
+    return Row(REFERENCE, run, model_path.stat().st_size, config=f"torch.set_num_threads({threads})")
+
+
+def ort_row(name: str, path: Path, threads: int) -> Row:
+    from edgekit.ort_runner import OrtModel
+
+    return Row(name, OrtModel(path, threads), path.stat().st_size, config=f"intra_op_num_threads={threads}")
+
+
+def ort_quantize_static_defaults(fp32: Path, out: Path, calib: ImageSet, pre: Preprocess) -> Path:
+    """quantize_static with nothing but its required arguments: what a user gets out of the box."""
+    from onnxruntime.quantization import quantize_static
+
+    from edgekit.calibration import ImageReader
+
+    quantize_static(str(fp32), str(out), ImageReader(calib, pre, "ORT quantize_static calibration"))
+    return out
+
+
+def ov_row(name: str, model_or_path, threads: int, precision: str | None, size: int) -> Row:
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    core = ov.Core()
+    model = core.read_model(model_or_path) if isinstance(model_or_path, (str, Path)) else model_or_path
+    compiled = core.compile_model(model, "CPU", config)
+    used = compiled.get_property("INFERENCE_PRECISION_HINT")  # what the plugin actually chose
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return compiled(np.ascontiguousarray(x, dtype=np.float32))[0]
+
+    return Row(name, run, size, config=f"INFERENCE_NUM_THREADS={threads}, precision {used}")
+
+
+def nncf_plain(fp32: Path, calib: ImageSet, pre: Preprocess, out_dir: Path) -> Path:
+    """nncf.quantize on the OpenVINO model with every default (preset, subset size, bias correction)."""
+    import nncf
+    import openvino as ov
+
+    model = ov.convert_model(str(fp32))
+    dataset = nncf.Dataset(range(len(calib)), lambda i: calib.load(i, pre)[None])
+    quantized = nncf.quantize(model, dataset)
+    path = out_dir / "nncf_plain.xml"
+    ov.save_model(quantized, path, compress_to_fp16=False)
+    return path
+
+
+def ir_size(xml: Path) -> int:
+    return xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+
+
+def plain_rows(case: Case, ws: Path, calib: ImageSet, pre: Preprocess, threads: int) -> list[Row]:
+    fp32 = ws / "model.fp32.onnx"
+    fp32_ir = ws / "targets/openvino/model.fp32.xml"
+    rows = [torch_row(case.model, threads), ort_row("ONNX Runtime fp32", fp32, threads)]
+    print(f"[{case.key}] ORT quantize_static (defaults)")
+    qs = ort_quantize_static_defaults(fp32, ws / "ort_quantize_static.onnx", calib, pre)
+    rows.append(ort_row("ORT quantize_static defaults", qs, threads))
+    rows.append(ov_row("OpenVINO f32", fp32_ir, threads, "f32", ir_size(fp32_ir)))
+    rows.append(ov_row("OpenVINO default", fp32_ir, threads, None, ir_size(fp32_ir)))
+    print(f"[{case.key}] nncf.quantize (defaults) on {len(calib)} calibration images")
+    nn = nncf_plain(fp32, calib, pre, ws)
+    rows.append(ov_row("NNCF plain (defaults)", nn, threads, None, ir_size(nn)))
+    return rows
+
+
+# -------------------------------------------------------------------------------------------------- measuring
+
+
+def evaluate(rows: list[Row], images: ImageSet, pre: Preprocess, key: str) -> dict[str, np.ndarray]:
+    """Logits of every row on every eval image; each batch is decoded once and fed to all rows."""
+    outs: dict[str, list[np.ndarray]] = {r.name: [] for r in rows}
+    with tqdm(total=len(images), desc=f"[{key}] evaluating {len(rows)} rows", unit="img", dynamic_ncols=True) as bar:
+        for x in images.batches(pre, EVAL_BATCH):
+            for r in rows:
+                outs[r.name].append(r.run(x))
+            bar.update(len(x))
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def interleaved(rows: list[Row], x: np.ndarray, rounds: int, calls: int, warmup: int, desc: str) -> dict[str, list[float]]:
+    """Per-call seconds: `rounds` rounds, each timing `calls` calls of every row, the starting row rotating."""
+    for r in rows:
+        for _ in range(warmup):
+            r.run(x)
+    times: dict[str, list[float]] = {r.name: [] for r in rows}
+    for i in tqdm(range(rounds), desc=desc, unit="round", dynamic_ncols=True):
+        for r in rows[i % len(rows):] + rows[: i % len(rows)]:
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                r.run(x)
+                times[r.name].append(time.perf_counter() - t0)
+    return times
+
+
+def measure(case: Case, rows: list[Row], eval_set: ImageSet, pre: Preprocess, args) -> None:
+    live = [r for r in rows if r.run is not None]
+    logits = evaluate(live, eval_set, pre, case.key)
+    labels = np.asarray(eval_set.labels) if eval_set.labels is not None else None
+    ref = logits[REFERENCE]
+    for r in live:
+        r.result.update({"agreement": metrics.agreement(logits[r.name], ref), "cosine": metrics.cosine(logits[r.name], ref),
+                         "top1": metrics.topk(logits[r.name], labels) if labels is not None else None,
+                         "images": len(eval_set)})
+    timed = [r for r in live if r.timed]
+    x1 = eval_set.load(0, pre)[None]
+    rounds = max(1, args.rounds)
+    lat = interleaved(timed, x1, rounds, max(1, args.runs // rounds), 10, f"[{case.key}] batch-1 latency")
+    x32 = np.stack([eval_set.load(i % len(eval_set), pre) for i in range(TP_BATCH)])
+    tp = interleaved(timed, x32, args.tp_rounds, 2, 1, f"[{case.key}] batch-{TP_BATCH} throughput")
+    ref_p50 = np.median(lat[REFERENCE])
+    for r in timed:
+        p50 = float(np.median(lat[r.name]))
+        r.result.update({"p50_ms": 1000 * p50, "p99_ms": 1000 * float(np.percentile(lat[r.name], 99)),
+                         "latency_calls": len(lat[r.name]), "ratio_p50": p50 / ref_p50,
+                         "throughput_ips": TP_BATCH / float(np.median(tp[r.name])), "throughput_calls": len(tp[r.name])})
+
+
+def run_case(case: Case, args) -> dict:
+    ws = edgekit_workspace(case, args.workdir, args.threads, args.reuse)
+    manifest = Workspace(ws).read_manifest()
+    pre = Preprocess.from_dict(manifest["preprocess"])
+    calib, eval_set, eval_label = workspace_images(manifest)  # exactly the images edgekit calibrated/evaluated on
+    rows = plain_rows(case, ws, calib, pre, args.threads) + edgekit_rows(ws, args.threads)
+    measure(case, rows, eval_set, pre, args)
+    return {"key": case.key, "title": case.title, "model": str(case.model), "eval": eval_label,
+            "eval_note": case.eval_note, "calibration_images": len(calib), "labelled": eval_set.labels is not None,
+            "rows": [{"name": r.name, "size_bytes": r.size_bytes, "label": r.label, "config": r.config, "note": r.note,
+                      "timed": r.timed, "skipped": r.run is None, **r.result} for r in rows]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="teacher,student,efficientnet", help="comma list: teacher,student,efficientnet")
+    ap.add_argument("--student", type=Path, default=REPO / "models/fashion_student.pt2")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=200, help="batch-1 calls per row, spread over --rounds")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--tp-rounds", type=int, default=3, help="batch-32 rounds (2 calls per row each)")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/edgekit-bench"))
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks")
+    ap.add_argument("--reuse", action="store_true", help="reuse finished edgekit workspaces in --workdir")
+    args = ap.parse_args()
+
+    from results_report import write_results
+
+    started = time.time()
+    env = {**environment(), "load_before": os.getloadavg(), "threads": args.threads,
+           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "command": command_line()}
+    chosen, notes = cases(args)
+    results = []
+    for case in chosen:
+        results.append(run_case(case, args))
+        print(f"[{case.key}] done; {time.time() - started:.0f} s so far")
+    env.update({"load_after": os.getloadavg(), "seconds": round(time.time() - started)})
+    write_results({"environment": env, "notes": notes, "models": results,
+                   "settings": {"runs": args.runs, "rounds": args.rounds, "tp_rounds": args.tp_rounds}}, args.out)
+
+
+def command_line() -> str:
+    """The command as run from the repository root, for RESULTS.md."""
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
+    return " ".join(["python", str(shown), *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()
