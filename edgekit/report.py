@@ -19,7 +19,9 @@ def collect(ws: Workspace) -> list[dict]:
     for name, info in manifest.get("targets", {}).items():
         path = ws.root / info["dir"] / "bench.json"
         if path.is_file():
-            results.append(json.loads(path.read_text()))
+            result = json.loads(path.read_text())
+            # A target's further artifact pairs (arm: the .tflite pair in LiteRT) get their own rows, as in bench's table.
+            results += [result, *result.get("variants", {}).values()]
     if not results:
         raise EdgekitError(f"no benchmark results in {ws.root}", f"run `edgekit bench --target all --workdir {ws.root}` first")
     return results
