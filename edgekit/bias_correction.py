@@ -17,7 +17,9 @@ unchanged, only the bias moves. Zero padding at the borders is ignored (the mean
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -51,6 +53,22 @@ def conv_input_means(fp32_onnx: Path, images, pre, input_name: str) -> dict[str,
                 sums[t] = sums.get(t, 0) + s
             bar.update(len(x))
     return {t: (v / len(subset)).tolist() for t, v in sums.items()}
+
+
+def quantize_bias_corrected(fp32_onnx: Path, build: Callable[[Path], None], int8_onnx: Path,
+                            means: dict[str, list[float]]) -> int:
+    """`build(source)` writes `int8_onnx` from the fp32 model `source`. Builds once, reads the int8 weights back,
+    corrects the fp32 biases for their rounding and builds again from the corrected model: the weights, hence their
+    int8 values, are unchanged, only the biases move. Returns how many Convs were corrected (0 without statistics)."""
+    build(fp32_onnx)
+    if not means:
+        return 0
+    with tempfile.TemporaryDirectory(prefix="edgekit-bc-") as tmp:
+        corrected_fp32 = Path(tmp) / "model.bias_corrected.onnx"
+        corrected = corrected_model(fp32_onnx, int8_onnx, means, corrected_fp32)
+        if corrected:
+            build(corrected_fp32)
+    return corrected
 
 
 def corrected_model(fp32_onnx: Path, int8_onnx: Path, means: dict[str, list[float]], out: Path) -> int:
@@ -90,19 +108,33 @@ def int8_conv_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     out = {}
     for node in model.graph.node:
         dq = producer.get(node.input[1]) if node.op_type == "Conv" else None
-        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+        if dq is None or dq.op_type != "DequantizeLinear":
             continue
-        q = inits[dq.input[0]].astype(np.float64)
-        scale = inits[dq.input[1]].astype(np.float64)
-        zero = inits[dq.input[2]].astype(np.float64) if len(dq.input) > 2 and dq.input[2] in inits else 0.0
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-        if np.ndim(scale) == 1:  # per channel: broadcast along the quantization axis
-            shape = [1] * q.ndim
-            shape[axis] = -1
-            scale = scale.reshape(shape)
-            zero = np.reshape(zero, shape) if np.ndim(zero) == 1 else zero
+        scale, zero, axis = _qparams(dq, inits)
+        if dq.input[0] in inits:  # int8 weights stored as such
+            q = inits[dq.input[0]].astype(np.float64)
+        else:  # float weights behind QuantizeLinear (the jetson target's TensorRT form): what that Q computes
+            qn = producer.get(dq.input[0])
+            if qn is None or qn.op_type != "QuantizeLinear" or qn.input[0] not in inits:
+                continue
+            info = np.iinfo(inits[qn.input[2]].dtype) if len(qn.input) > 2 and qn.input[2] in inits else np.iinfo(np.uint8)
+            w = inits[qn.input[0]].astype(np.float64)
+            q = np.clip(np.round(w / scale) + zero, info.min, info.max)  # round half to even, as QuantizeLinear
         out[node.name] = (q - zero) * scale
     return out
+
+
+def _qparams(dq, inits: dict) -> tuple:
+    """A DequantizeLinear's scale and zero point, shaped to broadcast along its axis against a Conv weight."""
+    scale = inits[dq.input[1]].astype(np.float64)
+    zero = inits[dq.input[2]].astype(np.float64) if len(dq.input) > 2 and dq.input[2] in inits else 0.0
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    if np.ndim(scale) == 1:  # per channel: broadcast along the quantization axis of a 4-D weight
+        shape = [1] * 4
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+        zero = np.reshape(zero, shape) if np.ndim(zero) == 1 else zero
+    return scale, zero, axis
 
 
 def _group(node) -> int:

@@ -10,7 +10,6 @@ scheme too, so the portable model.int8.onnx is a sensible starting point for eve
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import onnx
 
 from . import fallback, metrics, preflight, sensitivity
-from .bias_correction import corrected_model
+from .bias_correction import quantize_bias_corrected
 from .calibration import METHODS, Calibration, calibrate, quantize_with_ranges
 from .data import ImageSet, open_images
 from .errors import EdgekitError
@@ -203,16 +202,8 @@ def quantize_qdq(fp32_path: Path, int8_path: Path, cal: Calibration, nodes_to_ex
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
         )
 
-    build(fp32_path)
-    corrected = 0
-    if cal.channel_means:
-        # Second pass: same weights (so the same int8 values), biases moved by the mean error the first pass's
-        # rounding causes. Layers left in float keep their bias: their weights were not rounded.
-        with tempfile.TemporaryDirectory(prefix="edgekit-bc-") as tmp:
-            corrected_fp32 = Path(tmp) / "model.bias_corrected.onnx"
-            corrected = corrected_model(fp32_path, int8_path, cal.channel_means, corrected_fp32)
-            if corrected:
-                build(corrected_fp32)
+    # Layers left in float keep their bias: their weights were not rounded.
+    corrected = quantize_bias_corrected(fp32_path, build, int8_path, cal.channel_means)
     float_graph_outputs(int8_path)
     return corrected
 

@@ -124,3 +124,23 @@ def test_check_catches_graphs_outside_the_scheme(int8_model, breakage, expected)
     breakage(broken)
     violations = check_tflite_int8(broken)
     assert any(expected in v for v in violations), violations
+
+
+def _conv_biases(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """{Conv name: its int32 bias as stored} in a QDQ model."""
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    return {n.name: inits[producer[n.input[2]].input[0]] for n in model.graph.node
+            if n.op_type == "Conv" and len(n.input) > 2 and n.input[2] in producer}
+
+
+def test_arm_int8_gets_the_same_bias_correction(arm_dir, int8_model, quantized_workspace):
+    """Same scheme for weights and bias, same ranges: the arm model's int32 biases are the portable model's, which
+    quantize bias-corrected; an uncorrected build would differ wherever rounding shifted a channel's mean."""
+    _, result = arm_dir
+    assert result.details["bias_corrected_convs"] > 0
+    portable = _conv_biases(onnx.load(str(quantized_workspace / "model.int8.onnx")))
+    arm = _conv_biases(int8_model)
+    assert portable and arm.keys() == portable.keys()
+    for name, bias in portable.items():
+        np.testing.assert_array_equal(arm[name], bias, err_msg=name)

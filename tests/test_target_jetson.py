@@ -158,3 +158,22 @@ def test_engine_builds_and_agrees_with_fp32(jetson_dir, quantized_workspace):
     assert result.details["engine"].startswith("built: model.engine")
     agreement, runner = eval_agreement("jetson", quantized_workspace, out)
     assert runner.emulated is False and agreement >= 0.9
+
+
+def test_bias_correction_reads_tensorrt_weights_and_moves_the_float_bias(jetson_dir, qdq_model, quantized_workspace):
+    """The weights behind Q->DQ decode to the same int8 values as the portable model's stored int8 weights (same
+    symmetric per-channel scheme), and the float biases moved off the fp32 model's by the correction."""
+    from edgekit.bias_correction import int8_conv_weights
+
+    _, result = jetson_dir
+    assert result.details["bias_corrected_convs"] > 0
+    tensorrt = int8_conv_weights(qdq_model)
+    portable = int8_conv_weights(onnx.load(str(quantized_workspace / "model.int8.onnx")))
+    assert tensorrt and tensorrt.keys() == portable.keys()
+    for name, w in portable.items():
+        np.testing.assert_allclose(tensorrt[name], w, rtol=0, atol=1e-6, err_msg=name)
+    fp32 = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(quantized_workspace / "model.fp32.onnx")).graph.initializer}
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in qdq_model.graph.initializer}
+    moved = [n.name for n in qdq_model.graph.node if n.op_type == "Conv" and len(n.input) > 2
+             and n.input[2] in fp32 and not np.array_equal(inits[n.input[2]], fp32[n.input[2]])]
+    assert len(moved) == result.details["bias_corrected_convs"]

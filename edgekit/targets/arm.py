@@ -21,6 +21,7 @@ import onnx
 
 from ..errors import EdgekitError
 from ..ort_runner import OrtModel
+from ..bias_correction import quantize_bias_corrected
 from ..calibration import Calibration, quantize_with_ranges
 from . import tflite_export
 from .base import CompileContext, CompileResult, Runner
@@ -53,14 +54,21 @@ class ArmTarget:
         from onnxruntime.quantization import QuantType
 
         int8_path = ctx.out_dir / FILES["int8"]
-        quantize_with_ranges(
-            ctx.fp32_onnx, int8_path, Calibration.load(ctx.calibration_json),
-            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=ctx.float_layers,  # no Q/DQ around them: ORT runs them in fp32
-            # ORT's QDQ quantizer gives Conv/Gemm bias int32 (scale = input x weight scale) by default.
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
-                           "TensorQuantOverrides": _fixed_output_overrides(onnx.load(str(ctx.fp32_onnx)))},
-        )
+        cal = Calibration.load(ctx.calibration_json)
+        overrides = _fixed_output_overrides(onnx.load(str(ctx.fp32_onnx)))
+
+        def build(source: Path) -> None:
+            quantize_with_ranges(
+                source, int8_path, cal,
+                per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=ctx.float_layers,  # no Q/DQ around them: ORT runs them in fp32
+                # ORT's QDQ quantizer gives Conv/Gemm bias int32 (scale = input x weight scale) by default.
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "TensorQuantOverrides": overrides},
+            )
+
+        # The same bias correction as the portable model (bias_correction.py): the int32 bias absorbs the mean shift
+        # the int8 weights' rounding causes; a TFLite-scheme graph carries it like any bias.
+        corrected = quantize_bias_corrected(ctx.fp32_onnx, build, int8_path, cal.channel_means)
         shutil.copyfile(ctx.fp32_onnx, ctx.out_dir / FILES["fp32"])
 
         model = onnx.load(str(int8_path))
@@ -83,6 +91,7 @@ class ArmTarget:
             notes=notes,
             details={
                 "tflite": tflite,
+                "bias_corrected_convs": corrected,
                 "scheme": "TFLite int8: weights int8 symmetric per-channel (Conv), activations int8 per-tensor "
                           "asymmetric, bias int32 (scale = input x weight scale), fixed Softmax/Logistic/Tanh outputs",
                 "conformance": {"spec": "TFLite int8 quantization spec", "violations": violations},

@@ -27,6 +27,7 @@ import onnx
 
 from ..errors import EdgekitError
 from ..ort_runner import OrtModel
+from ..bias_correction import quantize_bias_corrected
 from ..calibration import Calibration, quantize_with_ranges
 from .base import CompileContext, CompileResult, Runner
 from .qdq_rules import (DQ, Q, WEIGHTED_OPS, QdqGraph, activation_problems, checker_problems, 
@@ -69,20 +70,27 @@ class JetsonTarget:
         from onnxruntime.quantization import QuantType
 
         qdq_path = ctx.out_dir / QDQ_ONNX
-        quantize_with_ranges(
-            ctx.fp32_onnx, qdq_path, Calibration.load(ctx.calibration_json),
-            op_types_to_quantize=list(FUSIBLE), per_channel=True,
-            nodes_to_exclude=ctx.float_layers,  # no Q/DQ around them: TensorRT runs them in fp16
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            extra_options={
-                # ORT symmetrizes each calibrated range to [-max(|min|, |max|), +max(|min|, |max|)].
-                "ActivationSymmetric": True, "WeightSymmetric": True,
-                "QuantizeBias": False, "AddQDQPairToWeight": True,  # float bias and weights: see module docstring
-                "DedicatedQDQPair": True,  # TensorRT fuses a Q/DQ pair into one consumer; shared pairs block that
-                # Q/DQ on inputs only: a quantized conv output would force an int8 round trip before non-fusible ops.
-                "OpTypesToExcludeOutputQuantization": list(FUSIBLE),
-            },
-        )
+        cal = Calibration.load(ctx.calibration_json)
+
+        def build(source: Path) -> None:
+            quantize_with_ranges(
+                source, qdq_path, cal,
+                op_types_to_quantize=list(FUSIBLE), per_channel=True,
+                nodes_to_exclude=ctx.float_layers,  # no Q/DQ around them: TensorRT runs them in fp16
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                extra_options={
+                    # ORT symmetrizes each calibrated range to [-max(|min|, |max|), +max(|min|, |max|)].
+                    "ActivationSymmetric": True, "WeightSymmetric": True,
+                    "QuantizeBias": False, "AddQDQPairToWeight": True,  # float bias and weights: see module docstring
+                    "DedicatedQDQPair": True,  # TensorRT fuses a Q/DQ pair into one consumer; shared pairs block that
+                    # Q/DQ on inputs only: a quantized conv output would force an int8 round trip before non-fusible ops.
+                    "OpTypesToExcludeOutputQuantization": list(FUSIBLE),
+                },
+            )
+
+        # Bias correction as for the other targets (bias_correction.py): the float bias absorbs the mean shift that
+        # TensorRT's int8 rounding of the weights (the Q node in front of each weight) causes.
+        corrected = quantize_bias_corrected(ctx.fp32_onnx, build, qdq_path, cal.channel_means)
         shutil.copyfile(ctx.fp32_onnx, ctx.out_dir / FP32_ONNX)
 
         input_name = ctx.manifest["input"]["name"]
@@ -126,6 +134,7 @@ class JetsonTarget:
             versions=versions,
             notes=notes,
             details={
+                "bias_corrected_convs": corrected,
                 "scheme": "TensorRT explicit quantization: int8 symmetric (zero point 0), weights per-channel, "
                           "Q/DQ on Conv/Gemm/MatMul/Add inputs, float bias",
                 "conformance": {"spec": "TensorRT Q/DQ placement and symmetric int8", "violations": violations},
