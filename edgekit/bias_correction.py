@@ -110,31 +110,32 @@ def int8_conv_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
         dq = producer.get(node.input[1]) if node.op_type == "Conv" else None
         if dq is None or dq.op_type != "DequantizeLinear":
             continue
-        scale, zero, axis = _qparams(dq, inits)
         if dq.input[0] in inits:  # int8 weights stored as such
             q = inits[dq.input[0]].astype(np.float64)
+            scale, zero = _qparams(dq, inits, q.ndim)
         else:  # float weights behind QuantizeLinear (the jetson target's TensorRT form): what that Q computes
             qn = producer.get(dq.input[0])
             if qn is None or qn.op_type != "QuantizeLinear" or qn.input[0] not in inits:
                 continue
             info = np.iinfo(inits[qn.input[2]].dtype) if len(qn.input) > 2 and qn.input[2] in inits else np.iinfo(np.uint8)
             w = inits[qn.input[0]].astype(np.float64)
+            scale, zero = _qparams(dq, inits, w.ndim)
             q = np.clip(np.round(w / scale) + zero, info.min, info.max)  # round half to even, as QuantizeLinear
         out[node.name] = (q - zero) * scale
     return out
 
 
-def _qparams(dq, inits: dict) -> tuple:
-    """A DequantizeLinear's scale and zero point, shaped to broadcast along its axis against a Conv weight."""
+def _qparams(dq, inits: dict, ndim: int) -> tuple:
+    """A DequantizeLinear's scale and zero point, shaped to broadcast along its axis against an ndim-D Conv weight."""
     scale = inits[dq.input[1]].astype(np.float64)
     zero = inits[dq.input[2]].astype(np.float64) if len(dq.input) > 2 and dq.input[2] in inits else 0.0
-    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-    if np.ndim(scale) == 1:  # per channel: broadcast along the quantization axis of a 4-D weight
-        shape = [1] * 4
+    if np.ndim(scale) == 1:  # per channel: broadcast along the quantization axis
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        shape = [1] * ndim
         shape[axis] = -1
         scale = scale.reshape(shape)
         zero = np.reshape(zero, shape) if np.ndim(zero) == 1 else zero
-    return scale, zero, axis
+    return scale, zero
 
 
 def _group(node) -> int:
