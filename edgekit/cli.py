@@ -8,7 +8,7 @@ import traceback
 
 import click
 
-from . import __version__
+from . import __version__, distill_defaults
 from .errors import EdgekitError
 
 
@@ -59,6 +59,20 @@ def _stderr(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+def input_options(command):
+    """The preprocessing options quantize and distill share: the model's input, as it was trained."""
+    options = [
+        click.option("--size", default=None, help="Input size: 224 or H,W. Default: the model's, else the first image's."),
+        click.option("--channels", type=click.IntRange(1, 3), default=None, help="1 (grey) or 3 (RGB). Default: from the model."),
+        click.option("--mean", default=None, help="Per-channel mean on the 0..1 scale, as the model was trained with: 0.5 or 0.485,0.456,0.406. Default 0."),
+        click.option("--std", default=None, help="Per-channel std on the 0..1 scale. Default 1."),
+        click.option("--resize", type=int, default=None, help="Resize the short side to this before the centre crop (e.g. 256 for 224)."),
+    ]
+    for option in reversed(options):  # decorators apply bottom-up; keep --help in this order
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("--calib", required=True, help="Calibration images: a folder (flat or class sub-folders), .npy/.npz, or a named set.")
@@ -67,11 +81,7 @@ def _stderr(msg: str) -> None:
 @click.option("--arch", default=None, help="package.module:factory that builds the model, for a state_dict file.")
 @click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module (unpickling runs code from the file).")
 @click.option("--input-shape", default=None, help="N,C,H,W when the model file does not say (TorchScript, state_dict).")
-@click.option("--size", default=None, help="Input size: 224 or H,W. Default: the model's, else the first image's.")
-@click.option("--channels", type=click.IntRange(1, 3), default=None, help="1 (grey) or 3 (RGB). Default: from the model.")
-@click.option("--mean", default=None, help="Per-channel mean on the 0..1 scale: 0.5 or 0.485,0.456,0.406. Default 0.")
-@click.option("--std", default=None, help="Per-channel std on the 0..1 scale. Default 1.")
-@click.option("--resize", type=int, default=None, help="Resize the short side to this before the centre crop (e.g. 256 for 224).")
+@input_options
 @click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "auto"]), default="percentile", show_default=True,
               help="Activation range calibration; auto: try each, keep the best on held-out calibration images.")
 @click.option("--calib-size", type=int, default=512, show_default=True, help="Calibration images to use (sampled with --seed).")
@@ -213,10 +223,10 @@ def targets_cmd() -> None:
 @main.command("distill")
 @click.option("--teacher", required=True, type=click.Path(path_type=str), help="The trained model (any format quantize takes).")
 @click.option("--data", required=True, help="Training images: a folder (class sub-folders give labels), .npy/.npz, or a named set.")
-@click.option("--student", default=None, help="A name from `edgekit students`.  [default: mobilenetv3_small_100]")
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--temperature", type=float, default=4.0, show_default=True, help="Softmax temperature T of the soft targets.")
-@click.option("--alpha", type=float, default=0.9, show_default=True,
+@click.option("--student", default=distill_defaults.STUDENT, show_default=True, help="A name from `edgekit students`.")
+@click.option("--epochs", type=int, default=distill_defaults.EPOCHS, show_default=True)
+@click.option("--temperature", type=float, default=distill_defaults.TEMPERATURE, show_default=True, help="Softmax temperature T of the soft targets.")
+@click.option("--alpha", type=float, default=distill_defaults.ALPHA, show_default=True,
               help="Weight of the soft targets; 1 - alpha goes to the labels (0: labels only).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint (distill.ckpt) of the same run.")
 @click.option("--out", default="student.pt2", show_default=True, help="The student, an ExportedProgram `edgekit quantize` loads.")
@@ -224,13 +234,9 @@ def targets_cmd() -> None:
 @click.option("--workdir", default=None, help="Folder for distill.json and the checkpoint.  [default: --out's folder]")
 @click.option("--arch", default=None, help="package.module:factory that builds the teacher, for a state_dict file.")
 @click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module teacher (unpickling runs code from the file).")
-@click.option("--size", default=None, help="Input size: 224 or H,W. Default: the teacher's, else the first image's.")
-@click.option("--channels", type=click.IntRange(1, 3), default=None, help="1 (grey) or 3 (RGB). Default: from the teacher.")
-@click.option("--mean", default=None, help="Per-channel mean on the 0..1 scale, as the teacher was trained with. Default 0.")
-@click.option("--std", default=None, help="Per-channel std on the 0..1 scale. Default 1.")
-@click.option("--resize", type=int, default=None, help="Resize the short side to this before the centre crop.")
-@click.option("--batch", type=int, default=128, show_default=True, help="Training batch size (per process under torchrun).")
-@click.option("--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (SGD, warm-up + cosine schedule).")
+@input_options
+@click.option("--batch", type=int, default=distill_defaults.BATCH, show_default=True, help="Training batch size (per process under torchrun).")
+@click.option("--lr", type=float, default=distill_defaults.LR, show_default=True, help="Peak learning rate (SGD, warm-up + cosine schedule).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-augment", is_flag=True, help="No random crop/flip; the teacher's logits are then computed once.")
 @click.option("--json", "as_json", is_flag=True, help="Print distill.json instead of the table.")
@@ -238,9 +244,9 @@ def distill_cmd(teacher, data, student, epochs, temperature, alpha, resume, out,
                 size, channels, mean, std, resize, batch, lr, seed, no_augment, as_json) -> None:
     """Train a small student (MobileNet-style) to mimic a trained teacher; writes a .pt2 quantize takes."""
     from .distill_report import distill_table
-    from .distillation import DEFAULT_STUDENT, distill
+    from .distillation import distill
 
-    report = distill(teacher, data, student=student or DEFAULT_STUDENT, epochs=epochs, temperature=temperature,
+    report = distill(teacher, data, student=student, epochs=epochs, temperature=temperature,
                      alpha=alpha, resume=resume, out=out, eval=eval_, workdir=workdir, arch=arch,
                      trust_pickle=trust_pickle, size=size, channels=channels, mean=mean, std=std, resize=resize,
                      batch=batch, lr=lr, seed=seed, augment=not no_augment, log=_stderr)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from . import distill_defaults as defaults
 from .data import ImageSet, Preprocess, open_images
 from .distill_report import compare
 from .errors import EdgekitError
@@ -31,13 +32,6 @@ from .students import create_student, describe, get_student, list_students
 from .training import TrainOptions, init_distributed, load_checkpoint, train
 from .workspace import write_json_atomic
 
-# timm's mobilenetv3_small_100 adapted; at 28x28 it has 5.5x fewer MACs than the bundled teacher
-# (benchmarks/distill_fashion_mnist.py).
-DEFAULT_STUDENT = "mobilenetv3_small_100"
-DEFAULT_EPOCHS = 10
-# Hinton et al.'s range; T=4 and a 0.9 weight on the soft targets are the usual starting point for CNN students.
-DEFAULT_TEMPERATURE, DEFAULT_ALPHA = 4.0, 0.9
-DEFAULT_BATCH, DEFAULT_LR, WEIGHT_DECAY = 128, 0.05, 5e-4
 HELD_OUT_FRACTION = 0.1  # of --data, for the teacher/student comparison when no --eval is given
 REPORT, CHECKPOINT = "distill.json", "distill.ckpt"
 
@@ -46,10 +40,10 @@ def distill(
     teacher: str | Path,
     data: str | Path,
     *,
-    student: str = DEFAULT_STUDENT,
-    epochs: int = DEFAULT_EPOCHS,
-    temperature: float = DEFAULT_TEMPERATURE,
-    alpha: float = DEFAULT_ALPHA,
+    student: str = defaults.STUDENT,
+    epochs: int = defaults.EPOCHS,
+    temperature: float = defaults.TEMPERATURE,
+    alpha: float = defaults.ALPHA,
     resume: bool = False,
     out: str | Path = "student.pt2",
     eval: str | Path | None = None,  # noqa: A002 - mirrors the CLI's --eval
@@ -61,8 +55,8 @@ def distill(
     mean: str | None = None,
     std: str | None = None,
     resize: int | None = None,
-    batch: int = DEFAULT_BATCH,
-    lr: float = DEFAULT_LR,
+    batch: int = defaults.BATCH,
+    lr: float = defaults.LR,
     seed: int = 0,
     augment: bool = True,
     log=print,
@@ -70,7 +64,7 @@ def distill(
     """Train `student` to mimic `teacher` on `data`; returns the distill.json content (None on ranks > 0)."""
     import torch
 
-    opts = TrainOptions(epochs, batch, lr, WEIGHT_DECAY, temperature, alpha, augment, seed)
+    opts = TrainOptions(epochs, batch, lr, defaults.WEIGHT_DECAY, temperature, alpha, augment, seed)
     get_student(student)  # an unknown name fails before anything is loaded
     dist = init_distributed()
     log = log if dist.main else (lambda *_: None)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import distill_defaults
 from .errors import EdgekitError
 
 
@@ -46,15 +47,15 @@ class DataSpec:
 
 @dataclass
 class DistillSpec:
-    """The defaults are edgekit.distillation's (tests/test_recipe.py keeps them in step)."""
+    """The defaults are the stage's own (edgekit/distill_defaults.py)."""
 
     data: str = ""  # required when distill is given: training images (labelled or not)
-    student: str = "mobilenetv3_small_100"
-    epochs: int = 10
-    temperature: float = 4.0
-    alpha: float = 0.9
-    batch: int = 128
-    lr: float = 0.05
+    student: str = distill_defaults.STUDENT
+    epochs: int = distill_defaults.EPOCHS
+    temperature: float = distill_defaults.TEMPERATURE
+    alpha: float = distill_defaults.ALPHA
+    batch: int = distill_defaults.BATCH
+    lr: float = distill_defaults.LR
     augment: bool = True
     resume: bool = False  # continue an interrupted distill from its checkpoint next to `out`
     out: str = "student.pt2"  # inside the workspace unless absolute

@@ -1,8 +1,8 @@
-"""Student architectures for `edgekit distill`: a decorator registry with a filterable list (as timm's).
+"""Student architectures for `edgekit distill`: a registry with a filterable list (as timm's).
 
-A student is registered by decorating its factory, `(in_channels, num_classes, input_size) -> nn.Module`;
-the function's name is the student's name. Channels and classes come from the teacher, the input size
-from the teacher's input, so the student is a drop-in replacement for it.
+A student is registered with a factory `(in_channels, num_classes, input_size) -> nn.Module` under its
+name; the built-in ones come from a table of families and width multipliers. Channels and classes come
+from the teacher, the input size from the teacher's input, so the student is a drop-in replacement for it.
 """
 
 from __future__ import annotations
@@ -33,12 +33,9 @@ class StudentSpec:
 _REGISTRY: dict[str, StudentSpec] = {}
 
 
-def register_student(family: str, width: float, description: str):
-    def decorate(factory: Callable) -> Callable:
-        _REGISTRY[factory.__name__] = StudentSpec(factory.__name__, family, width, description, factory)
-        return factory
-
-    return decorate
+def register_student(name: str, family: str, width: float, description: str, factory: Callable) -> None:
+    """Add a student: `factory(in_channels, num_classes, input_size) -> nn.Module` builds it untrained."""
+    _REGISTRY[name] = StudentSpec(name, family, width, description, factory)
 
 
 def list_students(pattern: str = "*") -> list[str]:
@@ -69,41 +66,13 @@ def create_student(name: str, in_channels: int, num_classes: int, input_hw: tupl
 
 V2 = "inverted residuals, depthwise 3x3, ReLU6"
 V3 = "inverted residuals, depthwise 3x3/5x5, squeeze-excitation, hard-swish"
-
-
-@register_student("mobilenetv2", 0.35, V2)
-def mobilenetv2_035(in_channels: int, num_classes: int, input_size: int) -> MobileNetV2:
-    return MobileNetV2(in_channels, num_classes, 0.35, input_size)
-
-
-@register_student("mobilenetv2", 0.5, V2)
-def mobilenetv2_050(in_channels: int, num_classes: int, input_size: int) -> MobileNetV2:
-    return MobileNetV2(in_channels, num_classes, 0.5, input_size)
-
-
-@register_student("mobilenetv2", 0.75, V2)
-def mobilenetv2_075(in_channels: int, num_classes: int, input_size: int) -> MobileNetV2:
-    return MobileNetV2(in_channels, num_classes, 0.75, input_size)
-
-
-@register_student("mobilenetv2", 1.0, V2)
-def mobilenetv2_100(in_channels: int, num_classes: int, input_size: int) -> MobileNetV2:
-    return MobileNetV2(in_channels, num_classes, 1.0, input_size)
-
-
-@register_student("mobilenetv3_small", 0.5, V3)
-def mobilenetv3_small_050(in_channels: int, num_classes: int, input_size: int) -> MobileNetV3Small:
-    return MobileNetV3Small(in_channels, num_classes, 0.5, input_size)
-
-
-@register_student("mobilenetv3_small", 0.75, V3)
-def mobilenetv3_small_075(in_channels: int, num_classes: int, input_size: int) -> MobileNetV3Small:
-    return MobileNetV3Small(in_channels, num_classes, 0.75, input_size)
-
-
-@register_student("mobilenetv3_small", 1.0, V3)
-def mobilenetv3_small_100(in_channels: int, num_classes: int, input_size: int) -> MobileNetV3Small:
-    return MobileNetV3Small(in_channels, num_classes, 1.0, input_size)
+# family -> (architecture, description, width multipliers); names follow timm: mobilenetv2_035 is width 0.35.
+FAMILIES = {"mobilenetv2": (MobileNetV2, V2, (0.35, 0.5, 0.75, 1.0)),
+            "mobilenetv3_small": (MobileNetV3Small, V3, (0.5, 0.75, 1.0))}
+for _family, (_arch, _description, _widths) in FAMILIES.items():
+    for _width in _widths:
+        register_student(f"{_family}_{round(_width * 100):03d}", _family, _width, _description,
+                         lambda c, k, size, arch=_arch, width=_width: arch(c, k, width, size))
 
 
 def describe(names: list[str], in_channels: int, num_classes: int, input_hw: tuple[int, int]) -> list[dict]:
