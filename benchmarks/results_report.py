@@ -13,6 +13,7 @@ from pathlib import Path
 
 REFERENCE = "PyTorch fp32 eager"
 EK_OV, OV_F32, NNCF, ORT_QS = "edgekit openvino int8", "OpenVINO f32", "NNCF plain (defaults)", "ORT quantize_static defaults"
+TFLITE_INT8, TFLITE_FP32 = "edgekit tflite int8 (XNNPACK, HOST PROXY)", "edgekit tflite fp32 (XNNPACK, HOST PROXY)"
 # Latencies within this factor count as "equal": interleaved p50s on this shared 2-core machine move by a few %.
 EQUAL_LATENCY = 1.05
 NOTES_FILE = Path(__file__).resolve().parent / "results_notes.md"  # hand-written analysis, included verbatim
@@ -53,6 +54,7 @@ def goals(m: dict) -> list[tuple[str, bool, str]]:
     ek = rows.get(EK_OV)
     if ek is None:
         return [("edgekit openvino int8 measured", False, "the row is missing")]
+    tflite = tflite_goal(rows)
     if m["key"] == "efficientnet":
         ov_ratio = ek["p50_ms"] / rows[OV_F32]["p50_ms"]
         ref = rows[REFERENCE]
@@ -65,8 +67,9 @@ def goals(m: dict) -> list[tuple[str, bool, str]]:
             ("p50 <= 0.35x OpenVINO f32", ov_ratio <= 0.35, f"{ov_ratio:.3f}x"),
             (">= 90 % agreement on >= 200 crops", ek["agreement"] >= 0.90 and ek["images"] >= 200,
              f"{100 * ek['agreement']:.2f} % on {ek['images']} crops"),
+            *tflite,
         ]
-    out = []
+    out = list(tflite)
     for other in (NNCF, ORT_QS):
         o = rows[other]
         out.append((f"top-1 >= {other}", ek["top1"] >= o["top1"],
@@ -75,6 +78,15 @@ def goals(m: dict) -> list[tuple[str, bool, str]]:
         out.append((f"p50 <= {other} (within {EQUAL_LATENCY:.2f}x)", ratio <= EQUAL_LATENCY,
                     f"{ek['p50_ms']:.3f} vs {o['p50_ms']:.3f} ms ({ratio:.2f}x)"))
     return out
+
+
+def tflite_goal(rows: dict) -> list[tuple[str, bool, str]]:
+    """arm: the .tflite int8 on XNNPACK at most half the p50 of its fp32 .tflite (when the pair was measured)."""
+    if TFLITE_INT8 not in rows or TFLITE_FP32 not in rows:
+        return [("tflite int8 p50 <= 0.5x tflite fp32 (XNNPACK)", False, "not measured: the tflite rows were skipped")]
+    ratio = rows[TFLITE_INT8]["p50_ms"] / rows[TFLITE_FP32]["p50_ms"]
+    return [("tflite int8 p50 <= 0.5x tflite fp32 (XNNPACK)", ratio <= 0.5,
+             f"{rows[TFLITE_INT8]['p50_ms']:.3f} vs {rows[TFLITE_FP32]['p50_ms']:.3f} ms ({ratio:.2f}x)")]
 
 
 def environment_lines(env: dict, settings: dict) -> list[str]:

@@ -188,18 +188,20 @@ def workspace_images(manifest: dict) -> tuple[ImageSet, ImageSet, str]:
 
 
 def quantize_qdq(fp32_path: Path, int8_path: Path, cal: Calibration, nodes_to_exclude: list[str] | None = None,
-                 nodes_to_quantize: list[str] | None = None) -> int:
+                 nodes_to_quantize: list[str] | None = None, activation_type=None,
+                 extra_options: dict | None = None) -> int:
     """The portable int8 model: int8 weights symmetric per channel, int8 activations per tensor, int32 bias,
     Conv biases corrected for the weights' rounding where the calibration has the statistics (bias_correction.py).
-    Returns the number of bias-corrected Convs."""
+    A target that wants another placement or activation type (targets/openvino_qdq.py) passes quantize_static's
+    `activation_type` and extra `extra_options`. Returns the number of bias-corrected Convs."""
     from onnxruntime.quantization import QuantType
 
     def build(source: Path) -> None:
         quantize_with_ranges(
             source, int8_path, cal, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=nodes_to_exclude or [],
-            nodes_to_quantize=nodes_to_quantize,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            activation_type=activation_type or QuantType.QInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=nodes_to_exclude or [], nodes_to_quantize=nodes_to_quantize,
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, **(extra_options or {})},
         )
 
     # Layers left in float keep their bias: their weights were not rounded.

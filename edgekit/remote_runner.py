@@ -139,8 +139,17 @@ def open_openvino(path: Path, device: str, threads: int):
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = core.compile_model(core.read_model(str(path)), device, config)
     batch = compiled.inputs[0].get_partial_shape()[0]
-    run = any_batch(lambda x: compiled(np.ascontiguousarray(x, dtype=np.float32))[0],
-                    batch.get_length() if batch.is_static else None)
+    if batch.is_static:
+        run = any_batch(lambda x: compiled(np.ascontiguousarray(x, dtype=np.float32))[0], batch.get_length())
+    else:  # as OpenVINOModel.compiled_for: a static-shape compilation per batch size run, a few kept
+        static = {}
+
+        def run(x):
+            if len(x) not in static and len(static) < 4:
+                model = core.read_model(str(path))
+                model.reshape([len(x), *(d.get_length() for d in list(model.inputs[0].get_partial_shape())[1:])])
+                static[len(x)] = core.compile_model(model, device, config)
+            return static.get(len(x), compiled)(np.ascontiguousarray(x, dtype=np.float32))[0]
     return run, [device], config.get("INFERENCE_PRECISION_HINT", "device default")
 
 

@@ -1,0 +1,151 @@
+"""The openvino target's graph work on a hard-swish / squeeze-excite network (a MobileNetV3 student): activations
+rewritten into forms the plugin fuses, Q/DQ only where OpenVINO runs int8, static-shape compilations per batch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgekit.data import Preprocess, open_images
+from edgekit.students import create_student
+from edgekit.targets.openvino_graph import fuse_hard_activations, tuned_for_openvino
+from edgekit.targets.openvino_qdq import activation_muls, build_openvino_qdq
+from tests.conftest import save_model, train_tiny
+from tests.target_helpers import compile_target, eval_agreement
+
+ov = pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def mnv3_workspace(tmp_path_factory, calib_small, eval_npz_small):
+    """`edgekit quantize` on a briefly trained mobilenetv3_small_050 (hard-swish, SE gates, 28x28x1)."""
+    from edgekit.quantization import quantize
+
+    root = tmp_path_factory.mktemp("mnv3")
+    torch.manual_seed(0)
+    student = train_tiny(create_student("mobilenetv3_small_050", 1, 10, (28, 28)), 1, 28, steps=60)
+    path = save_model(student, "exported_program", root / "mnv3.pt2", torch.zeros(2, 1, 28, 28))
+    quantize(path, calib_small, eval=eval_npz_small, workdir=root / "ws", mean="0.286", std="0.353",
+             method="minmax", log=lambda *_: None)
+    return root / "ws"
+
+
+def count(model: onnx.ModelProto, op_type: str) -> int:
+    return sum(n.op_type == op_type for n in model.graph.node)
+
+
+def ref_kernels(path) -> list[str]:
+    """Layers the CPU plugin runs with a reference (non-JIT) kernel, read off the compiled model."""
+    core = ov.Core()
+    model = core.read_model(path)
+    model.reshape([1, 1, 28, 28])
+    runtime = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).get_runtime_model()
+    return [op.get_rt_info()["layerType"].astype(str) for op in runtime.get_ops()
+            if op.get_rt_info()["primitiveType"].astype(str).startswith("ref")]
+
+
+def test_hard_activations_become_fusable_forms_with_the_same_outputs(mnv3_workspace, tmp_path):
+    source = mnv3_workspace / "model.fp32.onnx"
+    before = onnx.load(str(source))
+    hard_sigmoids = count(before, "HardSigmoid")
+    counts = tuned_for_openvino(source, tmp_path / "tuned.onnx")
+    after = onnx.load(str(tmp_path / "tuned.onnx"))
+    onnx.checker.check_model(after)
+
+    # torch writes each hard-swish as HardSigmoid * x; the SE gates are plain HardSigmoids.
+    assert counts["hard_swish"] == len(activation_muls(before)) > 0
+    assert counts["hard_sigmoid"] == hard_sigmoids - counts["hard_swish"] > 0
+    assert count(after, "HardSigmoid") == 0 and count(after, "HardSwish") == counts["hard_swish"]
+    assert count(after, "Clip") == count(before, "Clip") + counts["hard_sigmoid"]
+
+    x = np.random.default_rng(0).normal(size=(4, 1, 28, 28)).astype(np.float32)
+    outputs = [ort.InferenceSession(str(p)).run(None, {"input": x})[0] for p in (source, tmp_path / "tuned.onnx")]
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+
+    # Why: OpenVINO runs HardSigmoid with a reference kernel; after the rewrite nothing in the graph does.
+    assert "Math" in ref_kernels(source)  # the plugin's name for its HardSigmoid layer
+    assert ref_kernels(tmp_path / "tuned.onnx") == []
+
+
+def test_the_rewrite_leaves_other_hard_sigmoids_and_old_opsets_alone():
+    from onnx import helper, TensorProto
+
+    def graph(alpha: float, opset: int) -> onnx.ModelProto:
+        nodes = [helper.make_node("HardSigmoid", ["x"], ["g"], alpha=alpha, beta=0.5, name="hs"),
+                 helper.make_node("Mul", ["x", "g"], ["y"], name="mul")]
+        io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
+        return helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:]),
+                                 opset_imports=[helper.make_opsetid("", opset)])
+
+    # x * HardSigmoid(x) with another slope is not hard-swish: only the gate is rewritten.
+    assert fuse_hard_activations(graph(0.2, 17)) == {"hard_swish": 0, "hard_sigmoid": 1}
+    assert fuse_hard_activations(graph(1 / 6, 17)) == {"hard_swish": 1, "hard_sigmoid": 0}
+    # HardSwish needs opset 14, Clip with input bounds opset 11.
+    assert fuse_hard_activations(graph(1 / 6, 13)) == {"hard_swish": 0, "hard_sigmoid": 1}
+    assert fuse_hard_activations(graph(1 / 6, 10)) == {"hard_swish": 0, "hard_sigmoid": 0}
+
+
+def test_openvino_qdq_quantizes_only_what_an_int8_layer_reads(mnv3_workspace, tmp_path):
+    from edgekit.calibration import Calibration
+
+    source = mnv3_workspace / "model.fp32.onnx"
+    corrected = build_openvino_qdq(source, tmp_path / "ov.onnx", Calibration.load(mnv3_workspace / "calibration.json"),
+                                   [])
+    model = onnx.load(str(tmp_path / "ov.onnx"))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    assert corrected > 0  # the same bias correction as the portable model
+    # No Q/DQ inside an activation: HardSigmoid and the x * HardSigmoid(x) Muls read float tensors.
+    for node in model.graph.node:
+        if node.op_type == "HardSigmoid" or node.name in activation_muls(model):
+            assert all(producer.get(i) is None or producer[i].op_type != "DequantizeLinear" for i in node.input), node.name
+    # Every activation Q/DQ pair feeds a layer that reads it in int8 (never only an activation function).
+    for dq in (n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in producer):
+        readers = {c.op_type for c in consumers.get(dq.output[0], [])}
+        assert readers - {"HardSigmoid"}, f"{dq.name} only feeds {readers}"
+    # u8 activations (VNNI multiplies u8 by s8), int8 weights.
+    zero_points = {n.input[2] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    inits = {i.name: i for i in model.graph.initializer}
+    assert {inits[z].data_type for z in zero_points} == {onnx.TensorProto.UINT8}
+
+    portable = onnx.load(str(mnv3_workspace / "model.int8.onnx"))
+    assert count(model, "QuantizeLinear") < count(portable, "QuantizeLinear")
+
+
+def test_compiled_irs_have_no_reference_kernels_and_agree(mnv3_workspace, tmp_path):
+    result = compile_target("openvino", mnv3_workspace, tmp_path)
+    assert result.details["activation_rewrites"]["hard_swish"] > 0
+    assert set(result.precision.values()) >= {"int8"}
+    assert ref_kernels(tmp_path / "model.int8.xml") == [] and ref_kernels(tmp_path / "model.fp32.xml") == []
+    agreement, runner = eval_agreement("openvino", mnv3_workspace, tmp_path)
+    assert agreement >= 0.95
+
+
+def test_runner_compiles_a_static_shape_per_batch_size(quantized_workspace, tmp_path):
+    from edgekit.targets.openvino import OpenVINOModel
+
+    compile_target("openvino", quantized_workspace, tmp_path)
+    runner = OpenVINOModel(tmp_path / "model.int8.xml", threads=1)
+    manifest = json.loads((quantized_workspace / "manifest.json").read_text())
+    images = open_images(manifest["eval_data"]["path"], "eval")
+    x = next(images.batches(Preprocess.from_dict(manifest["preprocess"]), 5))
+
+    dynamic = runner.compiled(x)[0]
+    np.testing.assert_allclose(np.concatenate([runner(x[:1]), runner(x[1:])]), dynamic, rtol=1e-5, atol=1e-5)
+    assert not runner.compiled.inputs[0].get_partial_shape().is_static  # the IR itself keeps any batch
+    for batch in (1, 4):
+        assert runner.compiled_for(batch).inputs[0].get_partial_shape().to_shape()[0] == batch
+    for batch in range(2, 2 + OpenVINOModel.MAX_STATIC_SHAPES):  # past the cap, calls share the dynamic one
+        runner.compiled_for(batch)
+    assert len(runner._static) == OpenVINOModel.MAX_STATIC_SHAPES
+    assert runner.compiled_for(99) is runner.compiled
+    np.testing.assert_allclose(runner(np.concatenate([x] * 20))[:5], dynamic, rtol=1e-5, atol=1e-5)
