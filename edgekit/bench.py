@@ -124,10 +124,22 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
             result["gates"] = gates(result, max_drop, max_latency_ms, min_speedup)
             result["passed"] = all(g["passed"] for g in result["gates"])
             result["environment"] = run["environment"]
-            if remote is None:  # a target's further artifact pairs (arm: the .tflite pair, with edgekit[tflite])
-                for variant in getattr(tgt, "variants", lambda _folder: [])(folder):
-                    result.setdefault("variants", {})[variant["name"]] = _bench_variant(
-                        tgt, folder, variant, options, eval_set, pre, threads, env, timing, log)
+            # A target's further artifact pairs (arm: the .tflite pair, with edgekit[tflite]), here or on the board.
+            for variant in getattr(tgt, "variants", lambda _folder, **_: [])(folder, local=remote is None):
+                label = f"{tgt.name} ({variant['name']})"
+                if remote is None:
+                    run = _measure_here(tgt, folder, options, eval_set, pre, threads, env, timing,
+                                        (variant["int8"], variant["reference"]), label)
+                else:
+                    log(f"{label}: benchmarking on {remote} ({variant['runtime']}, batch {batch})")
+                    try:
+                        run = _measure_remote(remote, ssh_key, remote_python, variant["remote_job"], folder,
+                                              variant["files"], inputs, device, threads, timing, log)
+                    except EdgekitError as e:  # e.g. no ai-edge-litert on the board: the main pair still counts
+                        log(f"{label}: not benched on {remote}: {e.message}")
+                        continue
+                result.setdefault("variants", {})[variant["name"]] = _variant_result(
+                    tgt, label, variant, run, eval_set, timing, remote, log)
             write_json_atomic(folder / "bench.json", result)
             results[name] = result
     return results
@@ -148,26 +160,26 @@ def _measure_here(tgt, folder: Path, options: dict, images: ImageSet, pre: Prepr
             "environment": {**env, "precision": getattr(int8, "precision_hint", None)}}
 
 
-def _bench_variant(tgt, folder: Path, variant: dict, options: dict, images: ImageSet, pre: Preprocess, threads: int,
-                   env: dict, timing: dict, log) -> dict:
+def _variant_result(tgt, label: str, variant: dict, run: dict, images: ImageSet, timing: dict, remote: str | None,
+                    log) -> dict:
     """Accuracy and interleaved latency of a further int8/reference pair of a target, e.g. the arm target's .tflite
     pair in LiteRT + XNNPACK; shaped like a target's result (no gates of its own) so tables can show it as a row."""
-    label = f"{tgt.name} ({variant['name']})"
-    run = _measure_here(tgt, folder, options, images, pre, threads, env, timing,
-                        (variant["int8"], variant["reference"]), label)
     lat, ref_lat = summarize(run["timings"]["int8"]), summarize(run["timings"]["reference"])
-    machine = env["machine"]
+    machine = run["environment"]["machine"]
     native = not _host_proxy(tgt.name, machine, False)
+    where = f"this {machine} host" if remote is None else f"{remote} ({machine})"
     out = {"target": label, "runtime": variant["runtime"], "hardware": tgt.hardware, "files": variant,
-           "batch": timing["batch"], "threads": threads, "emulated": False, "host_proxy": not native,
+           "batch": timing["batch"], "threads": run["threads"], "emulated": False, "host_proxy": not native,
            "accuracy": accuracy(*run["logits"], images.labels), "latency_ms": lat, "reference_latency_ms": ref_lat,
            "speedup_vs_reference": ref_lat["p50"] / lat["p50"], "int8_over_reference_p50": lat["p50"] / ref_lat["p50"],
            "throughput_ips": timing["batch"] * 1000.0 / lat["mean"], "runs": timing["runs"],
-           "latency_note": (f"{variant['runtime']}: {variant['kernels']}; measured on this {machine} host" if native else
-                            f"{variant['runtime']}: {variant['kernels']}, but timed here on {machine} (XNNPACK's "
+           "latency_note": (f"{variant['runtime']}: {variant['kernels']}; measured on {where}" if native else
+                            f"{variant['runtime']}: {variant['kernels']}, but timed on {where} (XNNPACK's "
                             f"{machine} kernels), not on an ARM CPU: the int8/fp32 ratio is XNNPACK's on this CPU, "
                             "the milliseconds are not the device's"),
            "gates": [], "passed": True}
+    if remote is not None:
+        out.update(remote=remote, providers=run["providers"])
     if timing["batch"] > 1 and variant.get("fixed_batch") == 1:
         out["latency_note"] += f"; the artifact takes one image per call, so a batch of {timing['batch']} is that many calls"
     log(f"{label}: int8 p50 {lat['p50']:.3f} ms vs fp32 p50 {ref_lat['p50']:.3f} ms "

@@ -22,6 +22,8 @@ from .errors import EdgekitError
 
 SSH_OPTS_ENV = "EDGEKIT_SSH_OPTS"  # extra ssh/scp options, e.g. "-o ProxyJump=gateway"
 CONNECT_TIMEOUT_S = 10
+# edgekit modules a job needs on the board beside remote_runner.py (each imports only numpy and its runtime).
+HELPERS = {"arm-tflite": [Path(__file__).resolve().parent / "targets" / "tflite_runner.py"]}
 SSH_FAILED = 255  # ssh's exit status when the connection (not the remote command) failed
 # Run by the remote python before anything is copied: exit 4 if it is too old for remote_runner.py, 3 (naming
 # them) if modules are missing.
@@ -99,7 +101,7 @@ def run_remote(host: str, target_dir: Path, target_name: str, files: dict[str, s
             job.write_text(json.dumps({"target": target_name, "files": files, "inputs": inputs.name, "batch": batch,
                                        "threads": threads, "runs": runs, "warmup": warmup,
                                        "warmup_seconds": warmup_seconds, "device": device}))
-            uploads = [*artifacts, inputs, job, Path(remote_runner.__file__)]
+            uploads = [*artifacts, inputs, job, Path(remote_runner.__file__), *HELPERS.get(target_name, [])]
             mb = sum(p.stat().st_size for p in uploads) / 1e6
             log(f"{target_name}: copying {len(uploads)} files ({mb:.1f} MB) to {host}:{remote_dir}")
             # Absolute, so scp never reads a local name with a colon in it as host:path.

@@ -1,7 +1,8 @@
 """The on-device half of `edgekit bench --remote`, and the timing loop and environment facts every bench uses.
 
 Copied to the board and run there as `python3 remote_runner.py job.json`. A board has its runtime but not edgekit,
-so this file imports only the standard library, numpy and that runtime (onnxruntime or openvino), and keeps to
+so this file imports only the standard library, numpy and that runtime (onnxruntime, openvino, or for the arm
+target's .tflite pair ai_edge_litert through edgekit's tflite_runner.py, copied beside it), and keeps to
 Python 3.8 (JetPack 5). It does only what has to happen on the device: load the int8 artifact and its fp32
 reference, compute both logits on the preprocessed eval inputs, time both. The metrics are computed back on the
 host by edgekit/bench.py, by the same code as a local bench; edgekit imports `interleaved_latency` and
@@ -27,7 +28,8 @@ import numpy as np
 
 ROUND = 10  # timed calls per runner per round; rounds alternate their order
 ACCURACY_BATCH = 32  # logits are computed in batches of this size, here and in a local bench alike
-MODULES = {"openvino": "openvino", "arm": "onnxruntime", "jetson": "onnxruntime"}  # target -> runtime it imports
+# job target -> the runtime it imports; "arm-tflite" is the arm target's .tflite pair on LiteRT + XNNPACK
+MODULES = {"openvino": "openvino", "arm": "onnxruntime", "jetson": "onnxruntime", "arm-tflite": "ai_edge_litert"}
 TRT, CUDA, XNNPACK, CPU = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "XnnpackExecutionProvider",
                            "CPUExecutionProvider")
 
@@ -153,6 +155,15 @@ def open_openvino(path: Path, device: str, threads: int):
     return run, [device], config.get("INFERENCE_PRECISION_HINT", "device default")
 
 
+def open_tflite(path: Path, threads: int):
+    """(runner, providers, None): edgekit's own TfliteModel, its module copied beside this file (it imports only
+    numpy and ai_edge_litert), so the board runs the .tflite exactly as a local bench does."""
+    from tflite_runner import TfliteModel
+
+    model = TfliteModel(path, threads)
+    return model, model.providers, None
+
+
 def open_onnx(path: Path, target: str, which: str, threads: int):
     """(runner, providers, None) on the best execution provider this onnxruntime build has for the target."""
     import onnxruntime as ort
@@ -190,6 +201,8 @@ def main(job_path: str) -> None:
         path = here / job["files"][which]
         if name == "openvino":
             runners[which], providers[which], hints[which] = open_openvino(path, job["device"], threads)
+        elif name == "arm-tflite":
+            runners[which], providers[which], hints[which] = open_tflite(path, threads)
         else:
             runners[which], providers[which], hints[which] = open_onnx(path, name, which, threads)
         log(f"{name}: loaded {path.name} on {', '.join(providers[which])}")

@@ -120,3 +120,18 @@ def compile_all(ws: Path, quantized: Path) -> Path:
     result = CliRunner().invoke(main, ["compile", "--target", "all", "--workdir", str(ws)])
     assert result.exit_code == 0, result.output
     return ws
+
+
+@pytest.fixture(scope="session")
+def mnv3_workspace(tmp_path_factory, calib_small, eval_npz_small):
+    """`edgekit quantize` on a briefly trained mobilenetv3_small_050 (hard-swish, SE gates, 28x28x1)."""
+    from edgekit.quantization import quantize
+    from edgekit.students import create_student
+
+    root = tmp_path_factory.mktemp("mnv3")
+    torch.manual_seed(0)
+    student = train_tiny(create_student("mobilenetv3_small_050", 1, 10, (28, 28)), 1, 28, steps=60)
+    path = save_model(student, "exported_program", root / "mnv3.pt2", torch.zeros(2, 1, 28, 28))
+    quantize(path, calib_small, eval=eval_npz_small, workdir=root / "ws", mean="0.286", std="0.353",
+             method="minmax", log=lambda *_: None)
+    return root / "ws"

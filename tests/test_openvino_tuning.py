@@ -9,30 +9,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 
 from edgekit.data import Preprocess, open_images
-from edgekit.students import create_student
 from edgekit.targets.openvino_graph import fuse_hard_activations, tuned_for_openvino
 from edgekit.targets.openvino_qdq import activation_muls, build_openvino_qdq
-from tests.conftest import save_model, train_tiny
 from tests.target_helpers import compile_target, eval_agreement
 
 ov = pytest.importorskip("openvino")
-
-
-@pytest.fixture(scope="module")
-def mnv3_workspace(tmp_path_factory, calib_small, eval_npz_small):
-    """`edgekit quantize` on a briefly trained mobilenetv3_small_050 (hard-swish, SE gates, 28x28x1)."""
-    from edgekit.quantization import quantize
-
-    root = tmp_path_factory.mktemp("mnv3")
-    torch.manual_seed(0)
-    student = train_tiny(create_student("mobilenetv3_small_050", 1, 10, (28, 28)), 1, 28, steps=60)
-    path = save_model(student, "exported_program", root / "mnv3.pt2", torch.zeros(2, 1, 28, 28))
-    quantize(path, calib_small, eval=eval_npz_small, workdir=root / "ws", mean="0.286", std="0.353",
-             method="minmax", log=lambda *_: None)
-    return root / "ws"
 
 
 def count(model: onnx.ModelProto, op_type: str) -> int:

@@ -183,12 +183,21 @@ def test_board_that_cannot_run_it_is_one_line_exit_2(sshd, compiled, board, need
     assert not [p for p in sshd.tmp.iterdir() if p.is_dir()], "the remote temp dir is removed after a failure too"
 
 
-def test_remote_runner_is_standalone():
-    """The board has no edgekit: remote_runner.py may import only the standard library, numpy and a runtime."""
-    import edgekit.remote_runner as runner
-
-    tree = ast.parse(Path(runner.__file__).read_text())
+def top_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    assert not any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree)), "no relative imports"
     imported = {alias.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
-    assert not any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree)), "no relative imports"
-    assert imported - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "openvino"}
+    return imported - set(sys.stdlib_module_names)
+
+
+def test_remote_runner_is_standalone():
+    """The board has no edgekit: remote_runner.py may import only the standard library, numpy, a runtime, and the
+    helper modules copied beside it, which themselves import only numpy and their runtime."""
+    import edgekit.remote_runner as runner
+    from edgekit.remote import HELPERS
+
+    assert top_level_imports(Path(runner.__file__)) == {"numpy", "onnxruntime", "openvino", "tflite_runner"}
+    [tflite_runner] = HELPERS["arm-tflite"]
+    assert tflite_runner.name == "tflite_runner.py"
+    assert top_level_imports(tflite_runner) == {"numpy", runner.MODULES["arm-tflite"]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from edgekit import metrics
 from edgekit.data import Preprocess, open_images
 from edgekit.targets.tflite_export import FILES, INSTALL, missing
 from tests.target_helpers import compile_target
+from tests.test_remote import NEEDS_OPENSSH, sshd  # noqa: F401 - sshd is a fixture used below
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
@@ -129,6 +131,37 @@ def test_bench_times_the_tflite_pair_beside_the_onnx_pair(arm_ws):
         assert "not on an ARM CPU" in tfl["latency_note"]
     saved = json.loads((arm_ws / "targets" / "arm" / "bench.json").read_text())
     assert saved["variants"]["tflite"]["latency_ms"]["p50"] == tfl["latency_ms"]["p50"]
+
+
+def test_hard_swish_stays_float_so_xnnpack_takes_the_whole_int8_graph(tmp_path, mnv3_workspace):
+    """XNNPACK has no int8 HARD_SWISH: quantized, each one fell back to LiteRT's builtin kernels and split the
+    graph. Kept in float, the whole MobileNetV3 int8 .tflite runs as one XNNPACK partition."""
+    _require_extra()
+    from edgekit.targets.tflite_runner import TfliteModel
+
+    compile_target("arm", mnv3_workspace, tmp_path)
+    int8 = TfliteModel(tmp_path / FILES["tflite_int8"], 1)
+    assert int8.delegated_ops == 1 and int8.builtin_ops == []
+    ops = int8.interpreter._get_ops_details()  # noqa: SLF001
+    tensors = {t["index"]: t for t in int8.interpreter.get_tensor_details()}
+    hard_swish = [o for o in ops if o["op_name"] == "HARD_SWISH"]
+    assert hard_swish and all(tensors[int(o["inputs"][0])]["dtype"] == np.float32 for o in hard_swish)
+    assert [o for o in ops if o["op_name"] == "CONV_2D"] and all(
+        tensors[int(o["inputs"][1])]["dtype"] == np.int8 for o in ops if o["op_name"] == "CONV_2D")
+
+
+@NEEDS_OPENSSH
+def test_remote_bench_runs_the_tflite_pair_on_the_board(arm_ws, sshd):
+    """bench --remote copies the .tflite pair and edgekit's tflite_runner.py to the board and times them there."""
+    from edgekit.bench import bench
+
+    fast = {"threads": 1, "runs": 10, "warmup": 2, "warmup_seconds": 0.0, "log": lambda *_: None}
+    local = bench("arm", workdir=arm_ws, **fast)["arm"]["variants"]["tflite"]
+    remote = bench("arm", workdir=arm_ws, remote=sshd.host, ssh_key=sshd.key, remote_python=sys.executable,
+                   **fast)["arm"]["variants"]["tflite"]
+    assert remote["remote"] == sshd.host and "LiteRT Interpreter + XNNPACK" in remote["providers"]["int8"][0]
+    assert remote["accuracy"] == local["accuracy"], "the board computed the same logits"
+    assert remote["latency_ms"]["n"] == 10 and sshd.host in remote["latency_note"]
 
 
 def test_layers_kept_in_float_stay_float_in_the_tflite(tmp_path, arm_ws):

@@ -120,12 +120,16 @@ class ArmTarget:
             raise EdgekitError(f"{path} is missing", "run `edgekit compile --target arm` first")
         return ArmModel(path, threads)
 
-    def variants(self, target_dir: Path) -> list[dict]:
-        """Further int8/reference pairs in a compiled folder that bench times besides the main one."""
-        if not all((Path(target_dir) / f).is_file() for f in tflite_export.FILES.values()) or tflite_export.missing(True):
+    def variants(self, target_dir: Path, local: bool = True) -> list[dict]:
+        """Further int8/reference pairs in a compiled folder that bench times besides the main one. local: run here,
+        so the runtime must be installed here too (a remote bench needs it on the board instead)."""
+        if not all((Path(target_dir) / f).is_file() for f in tflite_export.FILES.values()):
+            return []
+        if local and tflite_export.missing(runtime_only=True):
             return []
         return [{"name": "tflite", "int8": "tflite_int8", "reference": "tflite_fp32",
-                 "runtime": "LiteRT Interpreter + XNNPACK (ai-edge-litert)",
+                 "files": {"int8": tflite_export.FILES["tflite_int8"], "fp32": tflite_export.FILES["tflite_fp32"]},
+                 "remote_job": "arm-tflite", "runtime": "LiteRT Interpreter + XNNPACK (ai-edge-litert)",
                  "kernels": "XNNPACK int8/fp32 kernels, the ones LiteRT runs on ARM CPUs", "fixed_batch": 1}]
 
 

@@ -36,6 +36,11 @@ from .base import CompileContext
 
 FILES = {"tflite_int8": "model.int8.tflite", "tflite_fp32": "model.fp32.tflite"}
 INSTALL = "pip install 'edgekit[tflite]'"
+# Ops left in float (a DEQUANTIZE before, a QUANTIZE after). XNNPACK's LiteRT delegate has no int8 HARD_SWISH:
+# quantized, each one ran on LiteRT's builtin kernels and cut the graph into a new delegate partition (the
+# MobileNetV3 student: 20 partitions, its int8 .tflite 1.9x slower than its fp32 one). In float, XNNPACK takes
+# the whole graph as one partition.
+FLOAT_OPS = ("HARD_SWISH",)
 MATCH_IMAGES = 4  # calibration images used to match .tflite tensors to model.fp32.onnx tensors by value
 FUSED_ACTIVATIONS = ("Relu", "Clip")  # what the .tflite fuses into the op before it
 CONVERSION_TOLERANCE = 1e-3  # max |tflite fp32 - onnx fp32| relative to the largest logit
@@ -125,6 +130,9 @@ def build(ctx: CompileContext, threads: int = 0) -> dict:
         from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe
 
         q = quantizer.Quantizer(str(fp32_path), recipe.static_wi8_ai8())
+        for op in FLOAT_OPS:  # see FLOAT_OPS: XNNPACK runs them in fp32 inside the same delegate partition
+            q.update_quantization_recipe(".*", getattr(qtyping.TFLOperationName, op),
+                                         algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
         for name in kept:  # the last matching recipe entry wins: these ops stay float
             q.update_quantization_recipe(f"^{re.escape(name)};$", qtyping.TFLOperationName.ALL_SUPPORTED,
                                          algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
