@@ -181,3 +181,62 @@ def test_layers_kept_in_float_stay_float_in_the_tflite(tmp_path, arm_ws):
     weights = [tensors[int(o["inputs"][1])]["dtype"] for o in it._get_ops_details() if o["op_name"] in WEIGHT_OPS]
     assert weights.count(np.float32) == 1 and weights.count(np.int8) == 3, "only that conv is float"
     assert result.details["tflite"]["validation"]["agreement"] >= 0.95
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise_shift_matches_a_direct_convolution(multiplier):
+    """output_shift's channel bookkeeping against the convolution itself: a constant input image whose channels
+    hold their means, convolved (valid padding) with the weight error dW, gives E[dW * x] per output channel."""
+    from edgekit.targets.tflite_bias import output_shift
+
+    rng = np.random.default_rng(0)
+    cin, k = 3, 3
+    mean = rng.normal(size=cin)
+    image = np.broadcast_to(mean, (k, k, cin))  # NHWC, one output position
+    dw_depthwise = rng.normal(size=(1, k, k, cin * multiplier))
+    direct = [(dw_depthwise[0, :, :, c] * image[:, :, c // multiplier]).sum() for c in range(cin * multiplier)]
+    np.testing.assert_allclose(output_shift("DEPTHWISE_CONV_2D", dw_depthwise, mean), direct)
+    dw_conv = rng.normal(size=(5, k, k, cin))  # (O, kH, kW, I)
+    direct = [(dw_conv[o] * image).sum() for o in range(5)]
+    np.testing.assert_allclose(output_shift("CONV_2D", dw_conv, mean), direct)
+
+
+def test_tflite_bias_correction_matches_the_onnx_models(tmp_path, arm_ws, compile_json, monkeypatch):
+    """The .tflite's convolution biases move by the same amounts, channel by channel, as the portable ONNX model's
+    (bias_correction.py): two implementations, two graph formats (NHWC vs NCHW weights, a 1-channel stem that the
+    converter writes as a depthwise conv), one correction."""
+    import onnx
+    from ai_edge_litert.tools import flatbuffer_utils
+    from onnx import numpy_helper
+
+    import edgekit.targets.tflite_bias as tflite_bias
+
+    assert compile_json["details"]["tflite"]["bias_corrected_convs"] > 0
+    monkeypatch.setattr(tflite_bias, "correct_tflite_biases", lambda *a, **k: 0)
+    uncorrected = tmp_path / "uncorrected"
+    compile_target("arm", arm_ws, uncorrected)
+
+    def tflite_biases(path):
+        model = flatbuffer_utils.read_model(str(path))
+        graph = model.subgraphs[0]
+        out = []
+        for op in graph.operators:
+            if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) in tflite_bias.WEIGHTED:
+                bias = graph.tensors[op.inputs[2]]
+                out.append(tflite_bias._array(model, bias, np.int32) * np.asarray(bias.quantization.scale))
+        return out
+
+    moved_tflite = np.concatenate([a - b for a, b in zip(tflite_biases(arm_ws / "targets/arm" / FILES["tflite_int8"]),
+                                                          tflite_biases(uncorrected / FILES["tflite_int8"]))])
+    fp32, int8 = (onnx.load(str(arm_ws / f)) for f in ("model.fp32.onnx", "model.int8.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for m in (fp32, int8) for i in m.graph.initializer}
+    producer = {o: n for n in int8.graph.node for o in n.output}
+    float_bias = {n.name: inits[n.input[2]] for n in fp32.graph.node if n.op_type == "Conv"}
+    moved_onnx = []
+    for node in (n for n in int8.graph.node if n.op_type == "Conv"):
+        dq = producer[node.input[2]]
+        moved_onnx.append(inits[dq.input[0]] * inits[dq.input[1]] - float_bias[node.name])
+    moved_onnx = np.concatenate(moved_onnx)
+    assert moved_tflite.shape == moved_onnx.shape and np.abs(moved_onnx).max() > 0
+    assert np.corrcoef(moved_tflite, moved_onnx)[0, 1] > 0.95
+    assert np.linalg.norm(moved_tflite - moved_onnx) < 0.3 * np.linalg.norm(moved_onnx)

@@ -15,6 +15,8 @@ Route (all from PyPI, beside torch 2.13 CPU, no TensorFlow):
 Layers kept in float by a fallback (`float_layers`, ONNX node names) stay float in the .tflite too: the op producing
 the .tflite tensor matched to the layer's output (or to its fused ReLU/ReLU6's) gets ai-edge-quantizer's
 NO_QUANTIZE; a layer with no counterpart is listed in compile.json (`float_layers.not_mapped`).
+4. HARD_SWISH stays float (FLOAT_OPS), and the convolutions' int32 biases are corrected for their weights'
+   rounding (tflite_bias.py), as every ONNX target's are.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ MATCH_IMAGES = 4  # calibration images used to match .tflite tensors to model.fp
 FUSED_ACTIVATIONS = ("Relu", "Clip")  # what the .tflite fuses into the op before it
 CONVERSION_TOLERANCE = 1e-3  # max |tflite fp32 - onnx fp32| relative to the largest logit
 SCHEME = ("TFLite int8 (ai-edge-quantizer static_wi8_ai8): weights int8 symmetric per-channel, activations int8 "
-          "per-tensor asymmetric, bias int32, int8 input/output")
+          "per-tensor asymmetric, bias int32 (corrected for weight rounding), int8 input/output; HARD_SWISH in float")
 
 
 class TfliteSkipped(Exception):
@@ -109,6 +111,7 @@ _CONVERTED: dict[tuple, tuple[bytes, dict, dict, dict]] = {}
 def build(ctx: CompileContext, threads: int = 0) -> dict:
     """Write FILES into ctx.out_dir and check them; returns the details for compile.json (raises TfliteSkipped)."""
     from ..model import sha256_of
+    from .tflite_bias import correct_tflite_biases
 
     images = ctx.calib_images
     if len(images) == 0:
@@ -137,9 +140,10 @@ def build(ctx: CompileContext, threads: int = 0) -> dict:
             q.update_quantization_recipe(f"^{re.escape(name)};$", qtyping.TFLOperationName.ALL_SUPPORTED,
                                          algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
         q.quantize(ranges, serialize_to_path=str(int8_path), enable_progress_report=False)
+        corrected = correct_tflite_biases(int8_path, fp32_path, calib)
     return {
         "files": dict(FILES), "scheme": SCHEME, "converter": "litert-torch", "quantizer": "ai-edge-quantizer",
-        "batch": int(calib[0].shape[0]), "ranges": sources, "versions": versions(),
+        "batch": int(calib[0].shape[0]), "ranges": sources, "versions": versions(), "bias_corrected_convs": corrected,
         "validation": validate(ctx, fp32_path, int8_path, calib, threads),
         "int8_tensors": int8_tensor_summary(int8_path),
         "float_layers": {"kept_float": sorted(kept.values()), "not_mapped": unmapped},
