@@ -57,6 +57,7 @@ FASHION = {"mean": "0.286", "std": "0.353"}
 EVAL_BATCH = 64
 TP_BATCH = 32
 REFERENCE = "PyTorch fp32 eager"
+EDGEKIT_OV = "edgekit openvino int8"
 
 
 @dataclass
@@ -331,6 +332,13 @@ def measure(case: Case, rows: list[Row], eval_set: ImageSet, pre: Preprocess, ar
         r.result.update({"agreement": metrics.agreement(logits[r.name], ref), "cosine": metrics.cosine(logits[r.name], ref),
                          "top1": metrics.topk(logits[r.name], labels) if labels is not None else None,
                          "images": len(eval_set)})
+    if labels is not None:  # paired counts behind each top-1 comparison with edgekit's openvino row (McNemar)
+        ek = logits.get(EDGEKIT_OV)
+        for r in live:
+            if ek is not None and r.name != EDGEKIT_OV:
+                ek_right, right = ek.argmax(1) == labels, logits[r.name].argmax(1) == labels
+                r.result["vs_edgekit_openvino"] = {"only_edgekit_right": int((ek_right & ~right).sum()),
+                                                   "only_this_right": int((right & ~ek_right).sum())}
     timed = [r for r in live if r.timed]
     x1 = eval_set.load(0, pre)[None]
     rounds = max(1, args.rounds)
