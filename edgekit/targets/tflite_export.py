@@ -353,6 +353,8 @@ def _signature(path: Path) -> tuple[str, str]:
 def _quiet():
     """litert-torch and ai-edge-quantizer print progress and absl INFO lines; keep them off edgekit's output."""
     logging.getLogger("absl").setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    # Progress bars (tqdm) go to stderr: a Python-level redirect, so exceptions still reach the caller.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
