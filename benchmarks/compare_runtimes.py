@@ -224,26 +224,20 @@ def ort_quantize_static_defaults(fp32: Path, out: Path, calib: ImageSet, pre: Pr
     return out
 
 
-def ov_row(name: str, model_or_path, threads: int, precision: str | None, size: int) -> Row:
-    """A plain OpenVINO row. Like edgekit's runner, it compiles one static-shape model per batch size it is called
-    with (as `benchmark_app -shape` would): the IRs keep a dynamic batch, and a dynamic compilation pays shape
-    inference on every call, which would hand edgekit a lead that has nothing to do with quantization."""
+def ov_row(name: str, path: Path, threads: int, precision: str | None, size: int) -> Row:
+    """A plain OpenVINO row. Like edgekit's runner it compiles one static-shape model per batch size it runs
+    (edgekit.remote_runner.StaticShapes, as `benchmark_app -shape` would): the IRs keep a dynamic batch, and a
+    dynamic compilation pays shape inference on every call, which would hand edgekit a lead that has nothing to
+    do with quantization."""
     import openvino as ov
+
+    from edgekit.remote_runner import StaticShapes
 
     config = {"INFERENCE_NUM_THREADS": threads}
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
     core = ov.Core()
-    source = model_or_path if isinstance(model_or_path, (str, Path)) else None
-    compiled_by_batch: dict[int, object] = {}
-
-    def compiled_for(batch: int):
-        if batch not in compiled_by_batch:
-            model = core.read_model(source) if source else model_or_path.clone()
-            model.reshape([batch, *(d.get_length() for d in list(model.inputs[0].get_partial_shape())[1:])])
-            compiled_by_batch[batch] = core.compile_model(model, "CPU", config)
-        return compiled_by_batch[batch]
-
+    compiled_for = StaticShapes(core, path, "CPU", config, core.compile_model(core.read_model(path), "CPU", config))
     used = compiled_for(1).get_property("INFERENCE_PRECISION_HINT")  # what the plugin actually chose
 
     def run(x: np.ndarray) -> np.ndarray:

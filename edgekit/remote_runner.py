@@ -143,16 +143,37 @@ def open_openvino(path: Path, device: str, threads: int):
     batch = compiled.inputs[0].get_partial_shape()[0]
     if batch.is_static:
         run = any_batch(lambda x: compiled(np.ascontiguousarray(x, dtype=np.float32))[0], batch.get_length())
-    else:  # as OpenVINOModel.compiled_for: a static-shape compilation per batch size run, a few kept
-        static = {}
-
-        def run(x):
-            if len(x) not in static and len(static) < 4:
-                model = core.read_model(str(path))
-                model.reshape([len(x), *(d.get_length() for d in list(model.inputs[0].get_partial_shape())[1:])])
-                static[len(x)] = core.compile_model(model, device, config)
-            return static.get(len(x), compiled)(np.ascontiguousarray(x, dtype=np.float32))[0]
+    else:
+        static = StaticShapes(core, path, device, config, compiled)
+        run = lambda x: static(len(x))(np.ascontiguousarray(x, dtype=np.float32))[0]  # noqa: E731
     return run, [device], config.get("INFERENCE_PRECISION_HINT", "device default")
+
+
+class StaticShapes:
+    """OpenVINO compilations of one dynamic-batch IR with a static input shape, one per batch size asked for.
+
+    With static shapes the CPU plugin skips per-call shape inference and picks kernels for the real shape (the
+    28x28 models here: 10-30 % of a batch-1 call). A few sizes are kept (an eval runs one batch size and its
+    remainder, a bench one more); past that, or when another dimension is dynamic too, `dynamic` runs the call.
+    Shared by edgekit's OpenVINO runner and this file's, so a local and a remote bench compile alike."""
+
+    KEEP = 4
+
+    def __init__(self, core, path: Path, device: str, config: dict, dynamic) -> None:
+        self.core, self.path, self.device, self.config, self.dynamic = core, path, device, config, dynamic
+        self.compiled: dict[int, object] = {}
+
+    def __call__(self, batch: int):
+        if batch not in self.compiled:
+            if len(self.compiled) >= self.KEEP:
+                return self.dynamic
+            model = self.core.read_model(str(self.path))
+            try:
+                model.reshape([batch, *(d.get_length() for d in list(model.inputs[0].get_partial_shape())[1:])])
+            except RuntimeError:  # a non-batch dimension is dynamic too (or the graph pins one): stay dynamic
+                return self.dynamic
+            self.compiled[batch] = self.core.compile_model(model, self.device, self.config)
+        return self.compiled[batch]
 
 
 def open_tflite(path: Path, threads: int):

@@ -114,6 +114,7 @@ def test_compiled_irs_have_no_reference_kernels_and_agree(mnv3_workspace, tmp_pa
 
 
 def test_runner_compiles_a_static_shape_per_batch_size(quantized_workspace, tmp_path):
+    from edgekit.remote_runner import StaticShapes
     from edgekit.targets.openvino import OpenVINOModel
 
     compile_target("openvino", quantized_workspace, tmp_path)
@@ -127,8 +128,8 @@ def test_runner_compiles_a_static_shape_per_batch_size(quantized_workspace, tmp_
     assert not runner.compiled.inputs[0].get_partial_shape().is_static  # the IR itself keeps any batch
     for batch in (1, 4):
         assert runner.compiled_for(batch).inputs[0].get_partial_shape().to_shape()[0] == batch
-    for batch in range(2, 2 + OpenVINOModel.MAX_STATIC_SHAPES):  # past the cap, calls share the dynamic one
+    for batch in range(2, 2 + StaticShapes.KEEP):  # past the cap, calls share the dynamic one
         runner.compiled_for(batch)
-    assert len(runner._static) == OpenVINOModel.MAX_STATIC_SHAPES
+    assert len(runner.static_shapes.compiled) == StaticShapes.KEEP
     assert runner.compiled_for(99) is runner.compiled
     np.testing.assert_allclose(runner(np.concatenate([x] * 20))[:5], dynamic, rtol=1e-5, atol=1e-5)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgekitError
+from ..remote_runner import StaticShapes
 from .base import CompileContext, CompileResult, Runner
 
 FILES = {"int8": "model.int8.xml", "fp32": "model.fp32.xml"}
@@ -118,15 +119,12 @@ class OpenVINOTarget:
 class OpenVINOModel:
     """A compiled OpenVINO model as a Runner: any batch size in, logits out.
 
-    The IR keeps a dynamic batch, but each batch size actually run gets its own static-shape compilation: with
-    static shapes the CPU plugin skips per-call shape inference and picks kernels for the real shape. Measured on
-    2 threads, batch 1, interleaved (benchmarks/RESULTS.md has the full runs): the MobileNetV3 student's int8 IR
-    1.06 -> 0.76 ms, the teacher's 0.32 -> 0.29 ms. A handful of sizes are kept (an eval runs one batch size and
-    its remainder); past that, calls go to the dynamic compilation.
+    The IR keeps a dynamic batch, but each batch size actually run gets its own static-shape compilation
+    (remote_runner.StaticShapes). Measured on 2 threads, batch 1, interleaved: the MobileNetV3 student's int8 IR
+    1.06 -> 0.76 ms, the teacher's 0.32 -> 0.29 ms.
     """
 
     emulated = False
-    MAX_STATIC_SHAPES = 4
 
     def __init__(self, path: Path, device: str = "CPU", threads: int = 0) -> None:
         import openvino as ov
@@ -145,27 +143,14 @@ class OpenVINOModel:
             config["INFERENCE_NUM_THREADS"] = threads
         self.device = device
         self.precision_hint = config.get("INFERENCE_PRECISION_HINT", "device default")
-        self._core, self._path, self._config = core, path, config
         self.compiled = core.compile_model(core.read_model(path), device, config)
         batch = self.compiled.inputs[0].get_partial_shape()[0]
         self.fixed_batch = batch.get_length() if batch.is_static else None
-        self._static: dict[int, object] = {}
+        self.static_shapes = StaticShapes(core, path, device, config, self.compiled)
 
     def compiled_for(self, batch: int):
         """The compilation that runs `batch` images: a static-shape one where the IR's batch is dynamic."""
-        if self.fixed_batch is not None:
-            return self.compiled
-        if batch not in self._static:
-            if len(self._static) >= self.MAX_STATIC_SHAPES:
-                return self.compiled
-            model = self._core.read_model(self._path)
-            shape = model.inputs[0].get_partial_shape()
-            try:
-                model.reshape([batch, *(d.get_length() for d in list(shape)[1:])])
-            except RuntimeError:  # a non-batch dimension is dynamic too (or the graph pins it): stay dynamic
-                return self.compiled
-            self._static[batch] = self._core.compile_model(model, self.device, self._config)
-        return self._static[batch]
+        return self.compiled if self.fixed_batch is not None else self.static_shapes(batch)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
