@@ -1,7 +1,7 @@
 """Per-layer sensitivity: the error each quantizable layer adds to the logits when it alone is int8.
 
-Each Conv/Gemm/MatMul is quantized on its own (ORT's `nodes_to_quantize=[node]`: its input activation and
-weights get Q/DQ with the workspace's ranges, everything else stays fp32) and its logits are compared with the
+Each Conv/Gemm/MatMul is quantized on its own, with the Relu/Clip fused into it (ORT's `nodes_to_quantize`: its
+input activation, weights and output get Q/DQ with the workspace's ranges, everything else stays fp32) and its logits are compared with the
 fp32 model's on a few dozen images. One small ORT session per layer keeps it to seconds. The ranking (lowest
 SQNR first) is what accuracy-aware fallback (`--max-drop`) walks to choose the layers it keeps in float.
 """
@@ -19,6 +19,9 @@ import onnx
 from .ort_runner import OrtModel
 
 QUANTIZABLE = ("Conv", "Gemm", "MatMul")
+# Activations the int8 model folds into the layer before them: ORT drops a Relu/Clip that alone reads a layer's
+# output and quantizes that output with the activation's range instead.
+FUSED_ACTIVATIONS = ("Relu", "Clip")
 SENSITIVITY_IMAGES = 32
 TOP_SHOWN = 3  # offenders printed; sensitivity.json has them all
 
@@ -26,6 +29,19 @@ TOP_SHOWN = 3  # offenders printed; sensitivity.json has them all
 def quantizable_nodes(model_path: Path) -> list[tuple[str, str]]:
     """(node name, op type) of the layers that get int8 kernels; unnamed nodes cannot be excluded, so they are skipped."""
     return [(n.name, n.op_type) for n in onnx.load(str(model_path)).graph.node if n.op_type in QUANTIZABLE and n.name]
+
+
+def layer_nodes(model: onnx.ModelProto, name: str) -> list[str]:
+    """The nodes to quantize to put layer `name` alone in int8 as the full int8 model has it: the layer and the
+    Relu/Clip that alone reads its output. Without the activation the layer's output would be quantized with its
+    pre-activation range (EfficientNet-Lite0's stem: [-80, 64] instead of ReLU6's [0, 6]), an error the full
+    model does not have, and the ranking would blame the layer for it."""
+    node = next(n for n in model.graph.node if n.name == name)
+    readers = [n for n in model.graph.node if node.output[0] in n.input]
+    outputs = {o.name for o in model.graph.output}
+    if len(readers) == 1 and readers[0].op_type in FUSED_ACTIVATIONS and readers[0].name and node.output[0] not in outputs:
+        return [name, readers[0].name]
+    return [name]
 
 
 def sqnr_db(y: np.ndarray, ref: np.ndarray) -> float | None:
@@ -39,11 +55,12 @@ def layer_sensitivity(fp32_path: Path, x: np.ndarray, quantize_only: Callable[[P
     """Per layer {"node", "op_type", "mse", "sqnr_db"}, most sensitive first. `quantize_only(fp32, out, nodes)`
     writes a QDQ model with just `nodes` quantized (the scheme of the model being built)."""
     ref = OrtModel(fp32_path, threads)(x)
+    model = onnx.load(str(fp32_path))
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-sens-") as tmp:
         for name, op in quantizable_nodes(fp32_path):
             out = Path(tmp) / f"{len(rows)}.onnx"
-            quantize_only(fp32_path, out, [name])
+            quantize_only(fp32_path, out, layer_nodes(model, name))
             y = OrtModel(out, threads)(x)
             rows.append({"node": name, "op_type": op, "mse": float(np.mean((y - ref) ** 2)), "sqnr_db": sqnr_db(y, ref)})
     # Lowest SQNR first; a layer whose quantization changes nothing (None) is the least sensitive.

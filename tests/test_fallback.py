@@ -187,3 +187,31 @@ def test_warnings_point_to_a_fix(monkeypatch):
     assert preflight.not_int8("jetson", {"Conv": "int8", "MaxPool": "fp16"}) == [], "cheap ops outside int8: no noise"
     (line,) = preflight.not_int8("jetson", {"Conv": "mixed", "Gemm": "int8", "MaxPool": "fp16"})
     assert "Conv (mixed)" in line and "Gemm" not in line and "MaxPool" not in line
+
+
+def test_a_layer_is_ranked_with_its_fused_activation(quantized_workspace, tmp_path):
+    """Alone in int8, a Conv followed by a Relu is quantized as the full int8 model has it: the Relu folded into
+    the range of the Conv's output (zero point at the bottom of int8), not the Conv's pre-activation range."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.calibration import Calibration
+    from edgekit.quantization import quantize_qdq
+    from edgekit.sensitivity import layer_nodes
+
+    fp32 = onnx.load(str(quantized_workspace / "model.fp32.onnx"))
+    relu = next(n for n in fp32.graph.node if n.op_type == "Relu")
+    conv = next(n for n in fp32.graph.node if n.op_type == "Conv" and n.output[0] in relu.input)
+    assert layer_nodes(fp32, conv.name) == [conv.name, relu.name]
+    last = next(n for n in fp32.graph.node if n.op_type == "Gemm")
+    assert layer_nodes(fp32, last.name) == [last.name]
+
+    cal = Calibration.load(quantized_workspace / "calibration.json")
+    out = tmp_path / "one.onnx"
+    quantize_qdq(quantized_workspace / "model.fp32.onnx", out, cal, nodes_to_quantize=layer_nodes(fp32, conv.name))
+    model = onnx.load(str(out))
+    assert sum(n.op_type == "Relu" for n in model.graph.node) == sum(n.op_type == "Relu" for n in fp32.graph.node) - 1
+    conv_out = next(n for n in model.graph.node if n.name == conv.name).output[0]  # renamed when the Relu went
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == conv_out)
+    zero_point = next(numpy_helper.to_array(i) for i in model.graph.initializer if i.name == q.input[2])
+    assert int(zero_point) == -128, "the output range starts at 0: the Relu's, not the Conv's"
