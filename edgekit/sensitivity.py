@@ -1,8 +1,8 @@
 """Per-layer sensitivity: the error each quantizable layer adds to the logits when it alone is int8.
 
 Each Conv/Gemm/MatMul is quantized on its own, with the Relu/Clip fused into it (ORT's `nodes_to_quantize`: its
-input activation, weights and output get Q/DQ with the workspace's ranges, everything else stays fp32) and its logits are compared with the
-fp32 model's on a few dozen images. One small ORT session per layer keeps it to seconds. The ranking (lowest
+input activation, weights and output get Q/DQ with the workspace's ranges, everything else stays fp32), and its
+logits are compared with the fp32 model's on a few dozen images. One small ORT session per layer keeps it to seconds. The ranking (lowest
 SQNR first) is what accuracy-aware fallback (`--max-drop`) walks to choose the layers it keeps in float.
 """
 
@@ -26,9 +26,9 @@ SENSITIVITY_IMAGES = 32
 TOP_SHOWN = 3  # offenders printed; sensitivity.json has them all
 
 
-def quantizable_nodes(model_path: Path) -> list[tuple[str, str]]:
+def quantizable_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
     """(node name, op type) of the layers that get int8 kernels; unnamed nodes cannot be excluded, so they are skipped."""
-    return [(n.name, n.op_type) for n in onnx.load(str(model_path)).graph.node if n.op_type in QUANTIZABLE and n.name]
+    return [(n.name, n.op_type) for n in model.graph.node if n.op_type in QUANTIZABLE and n.name]
 
 
 def layer_nodes(model: onnx.ModelProto, name: str) -> list[str]:
@@ -58,7 +58,7 @@ def layer_sensitivity(fp32_path: Path, x: np.ndarray, quantize_only: Callable[[P
     model = onnx.load(str(fp32_path))
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-sens-") as tmp:
-        for name, op in quantizable_nodes(fp32_path):
+        for name, op in quantizable_nodes(model):
             out = Path(tmp) / f"{len(rows)}.onnx"
             quantize_only(fp32_path, out, layer_nodes(model, name))
             y = OrtModel(out, threads)(x)

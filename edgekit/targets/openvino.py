@@ -120,8 +120,9 @@ class OpenVINOModel:
     """A compiled OpenVINO model as a Runner: any batch size in, logits out.
 
     The IR keeps a dynamic batch, but each batch size actually run gets its own static-shape compilation
-    (remote_runner.StaticShapes). Measured on 2 threads, batch 1, interleaved: the MobileNetV3 student's int8 IR
-    1.06 -> 0.76 ms, the teacher's 0.32 -> 0.29 ms.
+    (remote_runner.StaticShapes). In a one-off interleaved measurement (2 threads, batch 1) the MobileNetV3
+    student's int8 IR went 1.06 -> 0.76 ms, the teacher's 0.32 -> 0.29 ms; benchmarks/compare_runtimes.py gives
+    every OpenVINO row static shapes, so its tables do not count this as edgekit's lead.
     """
 
     emulated = False

@@ -34,6 +34,22 @@ def _opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
+def gated_products(model: onnx.ModelProto, gate_ops: tuple[str, ...]) -> list[tuple]:
+    """(Mul node, gate node, x) for each Mul computing x * gate(x) with gate one of `gate_ops`: the shape torch
+    gives hard-swish (HardSigmoid) and swish (Sigmoid). Used by the rewrite here and the Q/DQ placement."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "Mul" or len(node.input) != 2:
+            continue
+        for i, j in ((0, 1), (1, 0)):
+            gate = producer.get(node.input[i])
+            if gate is not None and gate.op_type in gate_ops and gate.input[0] == node.input[j]:
+                found.append((node, gate, node.input[j]))
+                break
+    return found
+
+
 def fuse_hard_activations(model: onnx.ModelProto) -> dict[str, int]:
     """Rewrite `model` in place (see the module docstring). Returns how many of each rewrite it made."""
     graph = model.graph
@@ -57,21 +73,13 @@ def fuse_hard_activations(model: onnx.ModelProto) -> dict[str, int]:
 
     replaced: dict[int, list[onnx.NodeProto]] = {}  # id(original node) -> what stands in its place
     dropped: set[int] = set()
-    if _opset(model) >= HARD_SWISH_OPSET:
-        for node in graph.node:
-            if node.op_type != "Mul" or len(node.input) != 2:
-                continue
-            for i, j in ((0, 1), (1, 0)):
-                gate = producer.get(node.input[i])
-                if (gate is not None and gate.op_type == "HardSigmoid" and gate.input[0] == node.input[j]
-                        and id(gate) not in dropped and readers.get(gate.output[0]) == 1
-                        and gate.output[0] not in graph_outputs
-                        and np.isclose(_attr(gate, "alpha", 0.2), HARD_SWISH_ALPHA)
-                        and np.isclose(_attr(gate, "beta", 0.5), HARD_SWISH_BETA)):
-                    dropped.add(id(gate))
-                    name = unique(f"{node.name or gate.name or 'hardswish'}_hardswish")
-                    replaced[id(node)] = [helper.make_node("HardSwish", [node.input[j]], list(node.output), name=name)]
-                    break
+    for node, gate, x in gated_products(model, ("HardSigmoid",)) if _opset(model) >= HARD_SWISH_OPSET else []:
+        if (id(gate) not in dropped and readers.get(gate.output[0]) == 1 and gate.output[0] not in graph_outputs
+                and np.isclose(_attr(gate, "alpha", 0.2), HARD_SWISH_ALPHA)
+                and np.isclose(_attr(gate, "beta", 0.5), HARD_SWISH_BETA)):
+            dropped.add(id(gate))
+            name = unique(f"{node.name or gate.name or 'hardswish'}_hardswish")
+            replaced[id(node)] = [helper.make_node("HardSwish", [x], list(node.output), name=name)]
 
     clipped = 0
     for node in graph.node if _opset(model) >= CLIP_INPUTS_OPSET else []:

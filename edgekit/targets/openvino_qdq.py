@@ -25,6 +25,8 @@ from pathlib import Path
 
 import onnx
 
+from .openvino_graph import gated_products
+
 # Element-wise functions OpenVINO's CPU plugin computes only in float (HardSigmoid runs as a reference kernel).
 FLOAT_ACTIVATIONS = ("HardSigmoid", "Sigmoid", "HardSwish")
 # Ops whose output gets a Q/DQ pair only when a consumer quantizes it as its input.
@@ -34,17 +36,7 @@ NO_OUTPUT_QUANTIZATION = ["Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul
 def activation_muls(model: onnx.ModelProto) -> list[str]:
     """Names of the Muls that compute x * f(x) for a float activation f (hard-swish, swish): the second half of
     the activation, not a layer."""
-    producer = {out: node for node in model.graph.node for out in node.output}
-    found = []
-    for node in model.graph.node:
-        if node.op_type != "Mul" or len(node.input) != 2:
-            continue
-        for i, j in ((0, 1), (1, 0)):
-            gate = producer.get(node.input[i])
-            if gate is not None and gate.op_type in FLOAT_ACTIVATIONS and gate.input[0] == node.input[j]:
-                found.append(node.name)
-                break
-    return found
+    return [mul.name for mul, _gate, _x in gated_products(model, FLOAT_ACTIVATIONS)]
 
 
 def build_openvino_qdq(fp32_onnx: Path, out: Path, cal, float_layers: list[str]) -> int:

@@ -29,16 +29,6 @@ def _array(model, tensor, dtype) -> np.ndarray | None:
     return np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=dtype).reshape(tensor.shape)
 
 
-def _float_source(model, subgraph, tensor_index: int) -> int:
-    """The float tensor an int8 activation was quantized from: through the QUANTIZE op that made it, if any."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    for op in subgraph.operators:
-        if tensor_index in op.outputs and flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == "QUANTIZE":
-            return int(op.inputs[0])
-    return tensor_index
-
-
 def _plan(int8_model, fp32_model) -> list[dict]:
     """The int8 convolutions that can be corrected, each with its fp32 counterparts found by tensor name."""
     from ai_edge_litert.tools import flatbuffer_utils
@@ -47,16 +37,20 @@ def _plan(int8_model, fp32_model) -> list[dict]:
     by_name: dict[str, list[int]] = {}
     for i, t in enumerate(sg32.tensors):
         by_name.setdefault(_name(t), []).append(i)
+    # An int8 activation made by a QUANTIZE op stands for that op's float input, which is what the fp32 file names.
+    quantized_from = {int(op.outputs[0]): int(op.inputs[0]) for op in sg8.operators
+                      if flatbuffer_utils.opcode_to_name(int8_model, op.opcodeIndex) == "QUANTIZE"}
     plan = []
     for op in sg8.operators:
         kind = flatbuffer_utils.opcode_to_name(int8_model, op.opcodeIndex)
         if kind not in WEIGHTED or len(op.inputs) < 3 or op.inputs[2] < 0:
             continue
-        x, w, b = (sg8.tensors[i] for i in op.inputs[:3])
+        w, b = sg8.tensors[op.inputs[1]], sg8.tensors[op.inputs[2]]
         if w.type != INT8 or b.type != INT32 or w.quantization is None or b.quantization is None:
             continue
         w32 = by_name.get(_name(w), [])
-        x32 = by_name.get(_name(sg8.tensors[_float_source(int8_model, sg8, int(op.inputs[0]))]), [])
+        x = int(op.inputs[0])
+        x32 = by_name.get(_name(sg8.tensors[quantized_from.get(x, x)]), [])
         # Names must pick one tensor each, of the same shape: anything else is not safely the same layer.
         if len(w32) != 1 or len(x32) != 1 or list(sg32.tensors[w32[0]].shape) != list(w.shape):
             continue
