@@ -1,9 +1,9 @@
 """The facts a latency figure depends on: CPU, cores, the ISA features int8 kernels use, runtime versions.
 
-Defined in remote_runner.py, which `edgekit bench --remote` runs on a board without edgekit, so a local and a
+Defined in board/timing.py, which `edgekit bench --remote` runs on a board without edgekit, so a local and a
 remote bench describe their machine with the same code.
 """
 
-from .remote_runner import ISA_FLAGS, RUNTIMES, cpu_info, environment
+from .board.timing import ISA_FLAGS, RUNTIMES, cpu_info, environment
 
 __all__ = ["ISA_FLAGS", "RUNTIMES", "cpu_info", "environment"]

@@ -8,15 +8,7 @@ from __future__ import annotations
 
 import onnx
 
-from .targets.qdq_rules import QdqGraph
-
-# Per target: why layers end up outside int8 there, and what to do about it.
-NOT_INT8_HINTS = {
-    "jetson": "TensorRT runs them in fp16: layers kept in float (--max-drop) or without Q/DQ on their inputs",
-    "openvino": "the plugin runs them in fp32: layers kept in float (--max-drop), or no int8 kernel for them",
-    "arm": "ONNX Runtime runs them in fp32: layers kept in float (--max-drop) or without Q/DQ on both sides",
-}
-
+from .qdq_rules import QdqGraph
 
 def depthwise_per_tensor(model: onnx.ModelProto) -> list[str]:
     """Depthwise convs (group == channels > 1) whose weights share one scale: one channel's range sets the grid
@@ -49,8 +41,9 @@ def cpu_without_dot_product() -> list[str]:
 COMPUTE_KINDS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Convolution", "GroupConvolution", "FullyConnected"}
 
 
-def not_int8(target: str, precision: dict[str, str]) -> list[str]:
+def not_int8(target: str, precision: dict[str, str], hint: str) -> list[str]:
+    """Compute layer kinds a target runs outside int8, with the target's own `hint` (Target.not_int8_hint)."""
     outside = [f"{kind} ({p})" for kind, p in precision.items() if p != "int8" and kind in COMPUTE_KINDS]
     if not outside:
         return []
-    return [f"{target}: not int8 there: {', '.join(outside)}; {NOT_INT8_HINTS.get(target, '')}".rstrip("; ")]
+    return [f"{target}: not int8 there: {', '.join(outside)}; {hint}".rstrip("; ")]

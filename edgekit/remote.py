@@ -1,15 +1,22 @@
-"""Run one target's bench on a board over ssh: the board needs python3, numpy and the target's runtime, not edgekit.
+"""Run one artifact pair's bench on a board over ssh: the board needs python3, numpy and the runtime, not edgekit.
 
 Uses the system ssh and scp, so keys, agents, ~/.ssh/config and jump hosts work as they do for the user. Steps:
 check the board's python and runtime and make a temp dir there, copy the artifacts, the preprocessed inputs, a
-job file and remote_runner.py, run it with its progress streamed here, copy back its result and logits, and
-remove the temp dir whatever happened.
+job file and edgekit's board package (edgekit/board/, as edgekit_board/), run `python3 -m edgekit_board.runner`
+with its progress streamed here, copy back its result and outputs under fixed names, and remove the temp dir
+whatever happened.
+
+Trust: the board's host key is checked against known_hosts (StrictHostKeyChecking=yes): the model and the eval
+images are uploaded, so an unknown or changed key is an error, never accepted silently. Host names are validated
+before anything runs: no option-looking names, no control characters, IPv6 literals in brackets.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -17,15 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import remote_runner
+from .board import runner as board_runner
+from . import interrupt
 from .errors import EdgekitError
 
 SSH_OPTS_ENV = "EDGEKIT_SSH_OPTS"  # extra ssh/scp options, e.g. "-o ProxyJump=gateway"
 CONNECT_TIMEOUT_S = 10
-# edgekit modules a job needs on the board beside remote_runner.py (each imports only numpy and its runtime).
-HELPERS = {"arm-tflite": [Path(__file__).resolve().parent / "targets" / "tflite_runner.py"]}
+BOARD_PACKAGE = Path(__file__).resolve().parent / "board"  # copied to the board as edgekit_board/
+REMOTE_PACKAGE = "edgekit_board"
 SSH_FAILED = 255  # ssh's exit status when the connection (not the remote command) failed
-# Run by the remote python before anything is copied: exit 4 if it is too old for remote_runner.py, 3 (naming
+# Run by the remote python before anything is copied: exit 4 if it is too old for the board runner, 3 (naming
 # them) if modules are missing.
 PROBE = """import importlib, sys
 if sys.version_info < (3, 8):
@@ -40,15 +48,30 @@ print(" ".join(missing)); sys.exit(3 if missing else 0)
 """
 
 
+# user@ (optional), then a host name / IPv4 address, or an IPv6 address in brackets, then :port (optional).
+_HOST = re.compile(r"(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
+                   r"(?:(?P<name>[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?)"
+                   r"|\[(?P<ipv6>[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?)\])"
+                   r"(?::(?P<port>[0-9]{1,5}))?")
+
+
 def parse_host(spec: str) -> tuple[str, int | None]:
-    """'user@host[:port]' -> ('user@host', port or None)."""
-    dest, sep, port = spec.rpartition(":")
-    if not sep:
-        dest, port = spec, ""
-    if not dest or dest.startswith("-") or dest.endswith("@") or (port and not port.isdigit()):
+    """'user@host[:port]' or 'user@[ipv6]:port' -> (ssh destination, port or None). Anything else (an option-looking
+    name, spaces or control characters, a bare IPv6 address whose colons read as a port) is refused."""
+    m = _HOST.fullmatch(spec or "")
+    port = int(m["port"]) if m and m["port"] else None
+    if m is None or (port is not None and not 0 < port < 65536):
         raise EdgekitError(f"--remote {spec!r} is not user@host[:port]",
-                           "e.g. --remote pi@192.168.1.20 or --remote pi@board:2222")
-    return dest, int(port) if port else None
+                           "e.g. --remote pi@192.168.1.20, --remote pi@board:2222, or --remote pi@[fe80::1%eth0]:22")
+    host = m["name"] or m["ipv6"]
+    return (f"{m['user']}@{host}" if m["user"] else host), port
+
+
+def scp_target(dest: str, path: str) -> str:
+    """scp's host:path, with an IPv6 host in the brackets scp needs (ssh itself takes it bare)."""
+    user, _, host = dest.rpartition("@")
+    host = f"[{host}]" if ":" in host else host
+    return f"{user + '@' if user else ''}{host}:{path}"
 
 
 class Ssh:
@@ -60,62 +83,81 @@ class Ssh:
         # The user's options come first: ssh takes the first value it is given for each option.
         self.options = [*shlex.split(os.environ.get(SSH_OPTS_ENV, "")),
                         "-o", "BatchMode=yes",  # never prompt: a password prompt would hang the bench
-                        "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", "-o", "StrictHostKeyChecking=accept-new"]
+                        "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
+                        # The model and the images are uploaded: only to a host whose key the user already trusts.
+                        "-o", "StrictHostKeyChecking=yes"]
         if key is not None:
             self.options += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
 
     def command(self, remote_command: str) -> list[str]:
-        return ["ssh", *self.options, *(["-p", str(self.port)] if self.port else []), self.dest, remote_command]
+        # "--" ends ssh's options: nothing after it is read as one, whatever the destination looks like.
+        return ["ssh", *self.options, *(["-p", str(self.port)] if self.port else []), "--", self.dest, remote_command]
 
     def run(self, remote_command: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self.command(remote_command), capture_output=True, text=True)
+        proc = subprocess.run(self.command(remote_command), capture_output=True, text=True,
+                              preexec_fn=interrupt.child_unblock)
         if proc.returncode == SSH_FAILED:
             raise self.unreachable(proc.stderr)
         return proc
 
     def copy(self, sources: list[str], target: str, what: str) -> None:
-        argv = ["scp", "-q", *self.options, *(["-P", str(self.port)] if self.port else []), *sources, target]
-        proc = subprocess.run(argv, capture_output=True, text=True)
+        argv = ["scp", "-q", "-r", *self.options, *(["-P", str(self.port)] if self.port else []), "--", *sources, target]
+        proc = subprocess.run(argv, capture_output=True, text=True, preexec_fn=interrupt.child_unblock)
         if proc.returncode != 0:
             raise EdgekitError(f"copying {what} {self.spec} failed: {last_line(proc.stderr) or proc.returncode}",
                                "check the disk space and permissions there")
 
     def unreachable(self, stderr: str) -> EdgekitError:
         port = f"-p {self.port} " if self.port else ""
-        return EdgekitError(f"cannot reach {self.spec} over ssh: {last_line(stderr) or 'connection failed'}",
+        reason = last_line(stderr) or "connection failed"
+        if "host key" in reason.lower() or "known_hosts" in stderr:
+            return EdgekitError(f"{self.spec}'s host key is not in known_hosts (or changed): {reason}",
+                                f"check the board's key and add it, e.g. `ssh {port}{self.dest}` once and answer "
+                                "yes, or `ssh-keyscan` into ~/.ssh/known_hosts")
+        return EdgekitError(f"cannot reach {self.spec} over ssh: {reason}",
                             f"check that `ssh {port}{self.dest}` works without a password "
                             "(a key in ssh-agent, or --ssh-key)")
 
 
-def run_remote(host: str, target_dir: Path, target_name: str, files: dict[str, str], inputs: Path, *,
-               batch: int, threads: int, runs: int, warmup: int, warmup_seconds: float, device: str = "CPU",
-               ssh_key: str | Path | None = None, remote_python: str = "python3", log=print) -> dict:
-    """remote_runner.py's result.json for `target_name`, benched on `host`, with the logits loaded as
-    result["logits"] = {"int8": ..., "fp32": ...}. `files` names the "int8" and "fp32" artifacts in target_dir."""
+def run_remote(host: str, target_dir: Path, pair, inputs: Path, *, batch: int, threads: int, runs: int, warmup: int,
+               warmup_seconds: float, options: dict | None = None, ssh_key: str | Path | None = None,
+               remote_python: str = "python3", log=print) -> dict:
+    """The board runner's result.json for one ArtifactPair (targets/base.py), benched on `host`, with the
+    outputs loaded as result["outputs"] = {"int8": ..., "fp32": ...}."""
     ssh = Ssh(host, ssh_key)
-    artifacts = _artifacts(Path(target_dir), files.values())
-    remote_dir = _prepare(ssh, remote_python, remote_runner.MODULES[target_name])
+    artifacts = _artifacts(Path(target_dir), pair.files.values())
+    board = importlib.import_module(f"edgekit.board.{pair.board_module}")
+    remote_dir = _prepare(ssh, remote_python, board.RUNTIME_MODULE)
     try:
         with tempfile.TemporaryDirectory(prefix="edgekit-remote-") as tmp:
             job = Path(tmp) / "job.json"
-            job.write_text(json.dumps({"target": target_name, "files": files, "inputs": inputs.name, "batch": batch,
-                                       "threads": threads, "runs": runs, "warmup": warmup,
-                                       "warmup_seconds": warmup_seconds, "device": device}))
-            uploads = [*artifacts, inputs, job, Path(remote_runner.__file__), *HELPERS.get(target_name, [])]
-            mb = sum(p.stat().st_size for p in uploads) / 1e6
-            log(f"{target_name}: copying {len(uploads)} files ({mb:.1f} MB) to {host}:{remote_dir}")
+            job.write_text(json.dumps({"board_module": pair.board_module, "files": pair.files, "inputs": inputs.name,
+                                       "batch": batch, "threads": threads, "runs": runs, "warmup": warmup,
+                                       "warmup_seconds": warmup_seconds, "options": options or {}}))
+            package = Path(tmp) / REMOTE_PACKAGE
+            package.mkdir()
+            for module in BOARD_PACKAGE.glob("*.py"):  # the package without caches
+                package.joinpath(module.name).write_bytes(module.read_bytes())
+            uploads = [*artifacts, inputs, job, package]
+            mb = sum(p.stat().st_size for p in [*artifacts, inputs, job]) / 1e6
+            log(f"{pair.board_module}: copying {len(artifacts) + 2} files ({mb:.1f} MB) and edgekit's board runner "
+                f"to {host}:{remote_dir}")
             # Absolute, so scp never reads a local name with a colon in it as host:path.
-            ssh.copy([str(p.resolve()) for p in uploads], f"{ssh.dest}:{remote_dir}/", "to")
+            ssh.copy([str(p.resolve()) for p in uploads], scp_target(ssh.dest, f"{remote_dir}/"), "to")
             python = shlex.quote(remote_python)
-            _run_streaming(ssh, f"cd {shlex.quote(remote_dir)} && {python} -u remote_runner.py job.json", log)
-            ssh.copy([f"{ssh.dest}:{remote_dir}/{name}" for name in ("result.json", "int8.npy", "fp32.npy")], tmp,
-                     "the results back from")
-            result = json.loads((Path(tmp) / "result.json").read_text())
-            result["logits"] = {"int8": np.load(Path(tmp) / result["int8_logits_file"]),
-                                "fp32": np.load(Path(tmp) / result["fp32_logits_file"])}
+            _run_streaming(ssh, f"cd {shlex.quote(remote_dir)} && {python} -u -m {REMOTE_PACKAGE}.runner job.json", log)
+            back = Path(tmp) / "back"
+            back.mkdir()
+            # Fixed names only: what comes back from a board never chooses a path here.
+            ssh.copy([scp_target(ssh.dest, f"{remote_dir}/{name}") for name in board_runner.RESULT_FILES],
+                     str(back), "the results back from")
+            result = json.loads((back / "result.json").read_text())
+            result["outputs"] = {"int8": np.load(back / "int8.npy", allow_pickle=False),
+                                 "fp32": np.load(back / "fp32.npy", allow_pickle=False)}
             return result
     finally:
-        subprocess.run(ssh.command(f"rm -rf {shlex.quote(remote_dir)}"), capture_output=True)
+        subprocess.run(ssh.command(f"rm -rf {shlex.quote(remote_dir)}"), capture_output=True,
+                       preexec_fn=interrupt.child_unblock)
 
 
 def _prepare(ssh: Ssh, python: str, module: str) -> str:
@@ -156,7 +198,8 @@ def _artifacts(folder: Path, names) -> list[Path]:
 
 def _run_streaming(ssh: Ssh, remote_command: str, log) -> None:
     """Runs the remote bench with its output streamed to `log`; a failure raises with its last line."""
-    proc = subprocess.Popen(ssh.command(remote_command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(ssh.command(remote_command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=interrupt.child_unblock)
     last = ""
     for line in proc.stdout:
         if line.strip():

@@ -184,9 +184,10 @@ def test_warnings_point_to_a_fix(monkeypatch):
     assert "'dw'" in warning and "per channel" in warning
     monkeypatch.setattr("edgekit.environment.environment", lambda: {"int8_dot_product": False})
     assert "slower" in preflight.cpu_without_dot_product()[0]
-    assert preflight.not_int8("jetson", {"Conv": "int8", "MaxPool": "fp16"}) == [], "cheap ops outside int8: no noise"
-    (line,) = preflight.not_int8("jetson", {"Conv": "mixed", "Gemm": "int8", "MaxPool": "fp16"})
-    assert "Conv (mixed)" in line and "Gemm" not in line and "MaxPool" not in line
+    hint = get_target("jetson").not_int8_hint  # the target's own words for why and what to do
+    assert preflight.not_int8("jetson", {"Conv": "int8", "MaxPool": "fp16"}, hint) == [], "cheap ops: no noise"
+    (line,) = preflight.not_int8("jetson", {"Conv": "mixed", "Gemm": "int8", "MaxPool": "fp16"}, hint)
+    assert "Conv (mixed)" in line and "Gemm" not in line and "MaxPool" not in line and line.endswith(hint)
 
 
 def test_a_layer_is_ranked_with_its_fused_activation(quantized_workspace, tmp_path):
@@ -196,7 +197,7 @@ def test_a_layer_is_ranked_with_its_fused_activation(quantized_workspace, tmp_pa
     from onnx import numpy_helper
 
     from edgekit.calibration import Calibration
-    from edgekit.quantization import quantize_qdq
+    from edgekit.qdq_build import quantize_qdq
     from edgekit.sensitivity import layer_nodes
 
     fp32 = onnx.load(str(quantized_workspace / "model.fp32.onnx"))

@@ -114,8 +114,8 @@ def test_compiled_irs_have_no_reference_kernels_and_agree(mnv3_workspace, tmp_pa
 
 
 def test_runner_compiles_a_static_shape_per_batch_size(quantized_workspace, tmp_path):
-    from edgekit.remote_runner import StaticShapes
-    from edgekit.targets.openvino import OpenVINOModel
+    from edgekit.board.openvino_board import StaticShapes
+    from edgekit.board.openvino_board import OpenVINOModel
 
     compile_target("openvino", quantized_workspace, tmp_path)
     runner = OpenVINOModel(tmp_path / "model.int8.xml", threads=1)

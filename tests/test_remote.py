@@ -7,7 +7,6 @@ EDGEKIT_SSH_OPTS. Nothing but 127.0.0.1 is contacted.
 
 from __future__ import annotations
 
-import ast
 import getpass
 import json
 import os
@@ -84,6 +83,8 @@ SetEnv TMPDIR={remote_tmp}
             except OSError:
                 assert time.monotonic() < deadline, "sshd did not listen within 10 s"
                 time.sleep(0.05)
+        host_key = (d / "host_key.pub").read_text().split()
+        (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
         yield SimpleNamespace(host=f"{getpass.getuser()}@127.0.0.1:{port}", key=d / "client_key", tmp=remote_tmp, dir=d)
     finally:
         proc.terminate()
@@ -91,9 +92,13 @@ SetEnv TMPDIR={remote_tmp}
 
 
 @pytest.fixture(autouse=True)
-def no_user_ssh_config(monkeypatch, tmp_path):
-    """Keep ssh off ~/.ssh/config and ~/.ssh/known_hosts (each sshd here has a fresh host key)."""
-    monkeypatch.setenv("EDGEKIT_SSH_OPTS", f"-F /dev/null -o UserKnownHostsFile={tmp_path / 'known_hosts'}")
+def no_user_ssh_config(monkeypatch, tmp_path, request):
+    """Keep ssh off ~/.ssh/config and ~/.ssh/known_hosts: a test's sshd is known by its own fresh host key, as a
+    board is once the user has accepted its key."""
+    known = tmp_path / "known_hosts"
+    if "sshd" in request.fixturenames:
+        known = request.getfixturevalue("sshd").dir / "known_hosts"
+    monkeypatch.setenv("EDGEKIT_SSH_OPTS", f"-F /dev/null -o UserKnownHostsFile={known}")
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +138,7 @@ def test_remote_bench_equals_local_and_cleans_up(sshd, compiled):
     # No TensorRT or CUDA on the "board": the jetson graph ran emulated, so accuracy only, as locally.
     assert jetson["emulated"] and jetson["latency_ms"] is None and "not measured" in jetson["latency_note"]
     assert jetson["providers"]["int8"] == ["CPUExecutionProvider"]
-    assert "openvino: latency 40/40 calls" in result.stderr, "the remote's progress is streamed"
+    assert "latency 40/40 calls" in result.stderr, "the remote's progress is streamed"
     made = re.findall(rf"to {re.escape(sshd.host)}:({re.escape(str(sshd.tmp))}/\S+)", result.stderr)
     # One remote job per target, and one per further artifact pair (arm's .tflite, with the tflite extra).
     jobs = len(remote) + sum(len(r.get("variants", {})) for r in remote.values())
@@ -185,21 +190,64 @@ def test_board_that_cannot_run_it_is_one_line_exit_2(sshd, compiled, board, need
     assert not [p for p in sshd.tmp.iterdir() if p.is_dir()], "the remote temp dir is removed after a failure too"
 
 
-def top_level_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    assert not any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree)), "no relative imports"
-    imported = {alias.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
-    return imported - set(sys.stdlib_module_names)
+@pytest.mark.parametrize("spec,dest,port", [
+    ("pi@192.168.1.20", "pi@192.168.1.20", None), ("pi@board:2222", "pi@board", 2222), ("board", "board", None),
+    ("me@[::1]:22", "me@::1", 22), ("[fe80::1%eth0]", "fe80::1%eth0", None),
+])
+def test_host_specs_that_are_accepted(spec, dest, port):
+    from edgekit.remote import parse_host
+
+    assert parse_host(spec) == (dest, port)
 
 
-def test_remote_runner_is_standalone():
-    """The board has no edgekit: remote_runner.py may import only the standard library, numpy, a runtime, and the
-    helper modules copied beside it, which themselves import only numpy and their runtime."""
-    import edgekit.remote_runner as runner
-    from edgekit.remote import HELPERS
+@pytest.mark.parametrize("spec", ["-oProxyCommand=touch /tmp/x", "pi@-oProxyCommand=x", "a b@c", "pi@host\n",
+                                  "pi@host\x1b[2J", "me@::1", "pi@board:99999", "pi@", "@board", ""])
+def test_host_specs_that_are_refused_before_anything_runs(spec, compiled):
+    result = invoke("bench", "--target", "arm", "--workdir", compiled, *FAST, "--remote", spec)
+    assert result.exit_code == 2 and "is not user@host[:port]" in result.stderr
 
-    assert top_level_imports(Path(runner.__file__)) == {"numpy", "onnxruntime", "openvino", "tflite_runner"}
-    [tflite_runner] = HELPERS["arm-tflite"]
-    assert tflite_runner.name == "tflite_runner.py"
-    assert top_level_imports(tflite_runner) == {"numpy", runner.MODULES["arm-tflite"]}
+
+@NEEDS_OPENSSH
+def test_an_unknown_host_key_is_refused_not_accepted(sshd, compiled, monkeypatch, tmp_path):
+    """The model and images are uploaded: a board whose key is not in known_hosts is an error, never trusted."""
+    monkeypatch.setenv("EDGEKIT_SSH_OPTS", f"-F /dev/null -o UserKnownHostsFile={tmp_path / 'empty_known_hosts'}")
+    result = invoke("bench", "--target", "arm", "--workdir", compiled, *FAST, *remote_args(sshd))
+    assert result.exit_code == 2 and "host key is not in known_hosts" in result.stderr
+    assert not (tmp_path / "empty_known_hosts").exists() or not (tmp_path / "empty_known_hosts").read_text()
+
+
+def test_jetson_counts_as_on_device_only_under_tensorrt():
+    """Which ONNX Runtime providers make a jetson run "on device": TensorRT's only. The CUDA EP runs the Q/DQ graph
+    as written, not as TensorRT's int8 kernels would: that is still an emulation (no latency)."""
+    from edgekit.board.jetson_board import CUDA, TRT, runs_on_device, session_providers
+
+    cpu = "CPUExecutionProvider"
+    assert session_providers([cpu], "int8") == [cpu] and not runs_on_device([cpu])
+    assert session_providers([CUDA, cpu], "int8") == [CUDA, cpu] and not runs_on_device([CUDA, cpu])
+    with_trt = session_providers([TRT, CUDA, cpu], "int8")
+    assert with_trt[0] == (TRT, {"trt_int8_enable": True, "trt_fp16_enable": True})
+    assert session_providers([TRT, CUDA, cpu], "fp32")[0] == (TRT, {})  # the reference stays fp32
+    assert runs_on_device([TRT, CUDA, cpu])
+
+
+def test_the_board_package_runs_without_edgekit(tmp_path, compiled):
+    """What bench --remote copies (edgekit/board as edgekit_board) runs with only numpy and the runtime importable:
+    here with edgekit made unimportable, on the arm pair."""
+    import numpy as np
+
+    from edgekit.remote import BOARD_PACKAGE, REMOTE_PACKAGE
+
+    shutil.copytree(BOARD_PACKAGE, tmp_path / REMOTE_PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("model.int8.onnx", "model.fp32.onnx"):
+        shutil.copy(compiled / "targets" / "arm" / name, tmp_path / name)
+    np.save(tmp_path / "inputs.npy", np.random.default_rng(0).normal(size=(5, 1, 28, 28)).astype(np.float32))
+    (tmp_path / "job.json").write_text(json.dumps({
+        "board_module": "arm_board", "files": {"int8": "model.int8.onnx", "fp32": "model.fp32.onnx"},
+        "inputs": "inputs.npy", "batch": 1, "threads": 1, "runs": 4, "warmup": 1, "warmup_seconds": 0, "options": {}}))
+    (tmp_path / "edgekit.py").write_text("raise ImportError('no edgekit on a board')\n")  # shadows the real one
+    proc = subprocess.run([sys.executable, "-m", f"{REMOTE_PACKAGE}.runner", "job.json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert len(result["timings_ms"]["int8"]) == 4 and result["emulated"] is False
+    assert np.load(tmp_path / "int8.npy").shape == (5, 10)

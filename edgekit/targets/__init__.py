@@ -10,7 +10,7 @@ import difflib
 import importlib
 
 from ..errors import EdgekitError
-from .base import CompileContext, CompileResult, Runner, Target
+from .base import ArtifactPair, CompileContext, CompileResult, Runner, Target
 
 # name -> "module:Class"; order is the order `edgekit targets` and `--target all` use.
 REGISTRY: dict[str, str] = {
@@ -37,4 +37,4 @@ def resolve_targets(spec: str) -> list[str]:
     return names
 
 
-__all__ = ["REGISTRY", "CompileContext", "CompileResult", "Runner", "Target", "get_target", "resolve_targets"]
+__all__ = ["REGISTRY", "ArtifactPair", "CompileContext", "CompileResult", "Runner", "Target", "get_target", "resolve_targets"]

@@ -1,6 +1,6 @@
 """ARM Cortex-A: int8 QDQ ONNX in the TFLite integer scheme, run by ONNX Runtime (XNNPACK EP where it exists); with
 the optional `edgekit[tflite]` extra also a full-integer int8 .tflite and its fp32 reference (tflite_export.py), run
-by LiteRT's Interpreter with XNNPACK (tflite_runner.py): runner(which="tflite_int8" / "tflite_fp32").
+by LiteRT's Interpreter with XNNPACK (board/tflite_board.py): runner(which="tflite_int8" / "tflite_fp32").
 
 The scheme (tensorflow.org/lite/performance/quantization_spec): weights int8 symmetric (zero point 0, values in
 [-127, 127]), per output channel for Conv; activations int8 per-tensor, asymmetric allowed; bias int32 with
@@ -11,7 +11,6 @@ exactly this, so a graph that conforms runs integer end to end.
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 from pathlib import Path
@@ -20,16 +19,15 @@ import numpy as np
 import onnx
 
 from ..errors import EdgekitError
-from ..ort_runner import OrtModel
 from ..bias_correction import quantize_bias_corrected
 from ..calibration import Calibration, quantize_with_ranges
 from . import tflite_export
-from .base import CompileContext, CompileResult, Runner
-from .qdq_rules import (DQ, Q, WEIGHTED_OPS, QdqGraph, activation_problems, checker_problems, 
+from ..board.arm_board import ArmModel
+from .base import ArtifactPair, CompileContext, CompileResult, Runner, open_on_board_module
+from ..qdq_rules import (DQ, Q, WEIGHTED_OPS, QdqGraph, activation_problems, checker_problems, 
                         precision_by_op, weight_problems)
 
 FILES = {"int8": "model.int8.onnx", "fp32": "model.fp32.onnx"}
-XNNPACK, CPU = "XnnpackExecutionProvider", "CPUExecutionProvider"
 ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l")
 # Ops whose int8 output (scale, zero point) the TFLite spec fixes: their kernels use lookup tables built for it.
 FIXED_OUTPUT_QPARAMS = {"Softmax": (1 / 256, -128), "Sigmoid": (1 / 256, -128), "Tanh": (1 / 128, 0)}
@@ -41,6 +39,9 @@ class ArmTarget:
     runtime = "ONNX Runtime (CPU / XNNPACK EP)"
     artifact = "int8 QDQ ONNX, TFLite integer scheme (+ int8 .tflite for LiteRT/XNNPACK with edgekit[tflite])"
     install = "pip install onnxruntime"
+    cpu_bound = True
+    native_machines = ARM_MACHINES  # elsewhere its timings are a host proxy: x86 kernels, not ARM's
+    not_int8_hint = "ONNX Runtime runs them in fp32: layers kept in float (--max-drop) or without Q/DQ on both sides"
 
     def available(self) -> str | None:
         try:
@@ -48,6 +49,13 @@ class ArmTarget:
         except ImportError:
             return "onnxruntime not installed"
         return None
+
+    def runtime_status(self) -> str:
+        reason = self.available()
+        if reason:
+            return f"no: {reason}"
+        tflite = tflite_export.missing()
+        return "yes" + (f" (no .tflite pair: {tflite})" if tflite else " (+ .tflite pair)")
 
     def compile(self, ctx: CompileContext) -> CompileResult:
         import onnxruntime as ort
@@ -113,24 +121,21 @@ class ArmTarget:
                 raise EdgekitError(f"cannot run {path.name}: {reason}", tflite_export.INSTALL)
             if not path.is_file():
                 raise EdgekitError(f"{path} is missing", f"{tflite_export.INSTALL}, then `edgekit compile --target arm`")
-            from .tflite_runner import TfliteModel
-
-            return TfliteModel(path, threads)
+            return open_on_board_module("tflite_board", path, which, threads, options)
         if not path.is_file():
             raise EdgekitError(f"{path} is missing", "run `edgekit compile --target arm` first")
-        return ArmModel(path, threads)
+        return open_on_board_module("arm_board", path, which, threads, options)
 
-    def variants(self, target_dir: Path, local: bool = True) -> list[dict]:
-        """Further int8/reference pairs in a compiled folder that bench times besides the main one. local: run here,
-        so the runtime must be installed here too (a remote bench needs it on the board instead)."""
-        if not all((Path(target_dir) / f).is_file() for f in tflite_export.FILES.values()):
-            return []
-        if local and tflite_export.missing(runtime_only=True):
-            return []
-        return [{"name": "tflite", "int8": "tflite_int8", "reference": "tflite_fp32",
-                 "files": {"int8": tflite_export.FILES["tflite_int8"], "fp32": tflite_export.FILES["tflite_fp32"]},
-                 "remote_job": "arm-tflite", "runtime": "LiteRT Interpreter + XNNPACK (ai-edge-litert)",
-                 "kernels": "XNNPACK int8/fp32 kernels, the ones LiteRT runs on ARM CPUs", "fixed_batch": 1}]
+    def pairs(self, target_dir: Path, local: bool = True) -> list[ArtifactPair]:
+        """The ONNX pair, and the .tflite pair when compile wrote it (and, to run here, ai-edge-litert is installed)."""
+        pairs = [ArtifactPair("main", "int8", "fp32", dict(FILES), "arm_board", self.runtime)]
+        tflite = {"int8": tflite_export.FILES["tflite_int8"], "fp32": tflite_export.FILES["tflite_fp32"]}
+        if all((Path(target_dir) / f).is_file() for f in tflite.values()) and not (
+                local and tflite_export.missing(runtime_only=True)):
+            pairs.append(ArtifactPair("tflite", "tflite_int8", "tflite_fp32", tflite, "tflite_board",
+                                      "LiteRT Interpreter + XNNPACK (ai-edge-litert)",
+                                      "XNNPACK int8/fp32 kernels, the ones LiteRT runs on ARM CPUs", fixed_batch=1))
+        return pairs
 
 
 def _build_tflite(ctx: CompileContext, notes: list[str]) -> dict | None:
@@ -163,27 +168,6 @@ def _build_tflite(ctx: CompileContext, notes: list[str]) -> dict | None:
         notes.append(f".tflite int8 quantizes {len(tflite['float_layers']['not_mapped'])} layer(s) kept in float in "
                      f"the ONNX artifact (no .tflite op matched): {', '.join(tflite['float_layers']['not_mapped'])}")
     return tflite
-
-
-class ArmModel(OrtModel):
-    """OrtModel (any batch size) on the XNNPACK EP where this onnxruntime build has it (ARM builds do; the x86
-    PyPI wheels do not), else the CPU EP. Not `emulated`: ONNX Runtime is this target's own runtime; on a
-    non-ARM host bench labels the timings a host proxy."""
-
-    def __init__(self, path: Path, threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if XNNPACK in ort.get_available_providers():
-            # XNNPACK runs its own thread pool; ORT's XNNPACK page recommends a one-thread, non-spinning ORT pool
-            # beside it so the two do not fight over cores.
-            opts.intra_op_num_threads = 1
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            providers = [(XNNPACK, {"intra_op_num_threads": str(threads or os.cpu_count() or 1)}), CPU]
-        else:
-            opts.intra_op_num_threads = threads
-            providers = [CPU]
-        super().__init__(path, providers=providers, options=opts)
 
 
 def check_tflite_int8(model: onnx.ModelProto, float_layers=()) -> list[str]:

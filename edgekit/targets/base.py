@@ -1,8 +1,11 @@
-"""The Target interface: what every compile target provides. Kept tiny on purpose.
+"""The Target interface: everything other modules may know about a compile target, and nothing more.
 
 A target turns the workspace's portable models (model.fp32.onnx, model.int8.onnx, calibration.json,
-the calibration images + preprocessing) into artifacts for one runtime, and can load those artifacts
-back as a `Runner` (batch in, logits out) so compile and bench check them on the same images.
+the calibration images + preprocessing) into artifacts for one runtime, says which of them bench times in
+int8/reference pairs, and opens them back as `Runner`s (batch in, outputs out) through its board module
+(edgekit/board/<name>_board.py), the same code that opens them on a device for `bench --remote`.
+Compile, bench, preflight and remote read targets through this Protocol only; a fact about a target that is
+not declared here belongs inside the target's own file.
 """
 
 from __future__ import annotations
@@ -15,8 +18,32 @@ import numpy as np
 
 from ..data import ImageSet, Preprocess
 
-# batch (N, C, H, W) float32 -> logits (N, classes)
-Runner = Callable[[np.ndarray], np.ndarray]
+
+
+class Runner(Protocol):
+    """An opened artifact: batch (N, C, H, W) float32 -> output (N, ...). The attributes say what really ran."""
+
+    emulated: bool  # right numerics, not the device's speed: bench reports accuracy and no latency
+    runtime: str  # what actually ran, in words ("ONNX Runtime (CPU EP): TensorRT numerics emulated, ...")
+    providers: list  # execution providers / devices / delegates in use
+    precision_hint: str | None  # the inference precision asked of the runtime, where it has such a setting
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ArtifactPair:
+    """An int8 artifact and the fp32 reference bench times it against, in the same runtime. The first pair a
+    target lists is its main one (bench.json's top level); further ones (arm's .tflite pair) are variants."""
+
+    name: str  # "main", or the variant's name ("tflite")
+    int8: str  # runner role of the int8 artifact, e.g. "int8" or "tflite_int8"
+    reference: str  # runner role of its fp32 reference
+    files: dict[str, str]  # {"int8": file name, "fp32": file name} inside the target folder
+    board_module: str  # edgekit.board.<module> that opens both, here and on a device
+    runtime: str  # for tables: "LiteRT Interpreter + XNNPACK (ai-edge-litert)"
+    kernels: str = ""  # which kernels time it, for the latency note
+    fixed_batch: int | None = None  # the artifact takes exactly this many images per call
 
 
 @dataclass
@@ -63,12 +90,43 @@ class Target(Protocol):
     runtime: str  # "OpenVINO"
     artifact: str  # "OpenVINO IR int8 (.xml/.bin) + fp32 reference IR"
     install: str  # what to install when unavailable, e.g. "pip install 'edgekit[openvino]'"
+    # Its int8 speed depends on the CPU's int8 dot-product instructions (compile warns on a CPU without them).
+    cpu_bound: bool
+    # platform.machine() values whose timings are the device's own; empty: wherever its runtime runs natively.
+    native_machines: tuple[str, ...]
+    # Why compute layers end up outside int8 on this target, and what to do about it (compile's warning).
+    not_int8_hint: str
 
     def available(self) -> str | None:
         """None if this target can compile here, else why not (one line)."""
 
+    def runtime_status(self) -> str:
+        """What runs its artifacts here, for `edgekit targets`: "yes", or e.g. "artifacts only: TensorRT not
+        installed (numerics emulated on ONNX Runtime)"."""
+
     def compile(self, ctx: CompileContext) -> CompileResult:
         """Write the artifacts into ctx.out_dir."""
 
+    def pairs(self, target_dir: Path, local: bool = True) -> list[ArtifactPair]:
+        """The int8/reference pairs bench times in a compiled folder, main pair first. local: to run here, so a
+        pair whose runtime is not installed here is left out (a remote bench needs it on the board instead)."""
+
     def runner(self, target_dir: Path, which: str, threads: int = 0, options: dict | None = None) -> Runner:
-        """Load an artifact from a compiled target folder: which = "int8" (the artifact) or "fp32" (its reference)."""
+        """Open an artifact of a compiled target folder by role: "int8" (the artifact), "fp32" (its reference), or
+        another role a pair names."""
+
+
+def open_on_board_module(module: str, path: Path, which: str, threads: int = 0, options: dict | None = None,
+                         hint: str = "check the artifact and its runtime") -> Runner:
+    """Open an artifact with edgekit.board.<module>.open_model, as a board does; its BoardError becomes an
+    EdgekitError (exit 2) with `hint`."""
+    import importlib
+
+    from ..board import BoardError
+    from ..errors import EdgekitError
+
+    board = importlib.import_module(f"edgekit.board.{module}")
+    try:
+        return board.open_model(Path(path), which, threads, options or {})
+    except BoardError as e:
+        raise EdgekitError(str(e), hint) from None

@@ -7,8 +7,9 @@ graph parseable by the TensorRT 8.x of older JetPacks as well as by 10.x: weight
 pair (8.x rejects int8 weight initializers: "invalid weights type of Int8"), and the bias stays float (8.x
 cannot import an int32 bias DequantizeLinear). TensorRT quantizes both itself when it builds the engine.
 
-Without TensorRT and a GPU, the Q/DQ graph runs on ONNX Runtime's CPU EP: the numerics are emulated, and the
-runners say so (`emulated = True`) so no one reports that latency as Jetson latency.
+Without TensorRT, the Q/DQ graph runs on ONNX Runtime (board/jetson_board.py): the numerics are emulated, and the
+runners say so (`emulated = True`, a runtime that names ONNX Runtime) so no one reports that latency as Jetson
+latency.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from .. import interrupt
 from ..errors import EdgekitError
-from ..ort_runner import OrtModel
 from ..bias_correction import quantize_bias_corrected
 from ..calibration import Calibration, quantize_with_ranges
-from .base import CompileContext, CompileResult, Runner
-from .qdq_rules import (DQ, Q, WEIGHTED_OPS, QdqGraph, activation_problems, checker_problems, 
+from .base import ArtifactPair, CompileContext, CompileResult, Runner, open_on_board_module
+from ..qdq_rules import (DQ, Q, WEIGHTED_OPS, QdqGraph, activation_problems, checker_problems, 
                         precision_by_op, weight_problems, zero_point_problems)
 
 QDQ_ONNX, FP32_ONNX, ENGINE, BUILD_SCRIPT = "model.qdq.onnx", "model.fp32.onnx", "model.engine", "build_engine.sh"
@@ -39,21 +40,24 @@ MAX_BATCH_FLOOR = 32  # the engine's profile takes batches up to max(opt batch, 
 LINT_TIMEOUT_S = 300
 
 
-class EmulatedModel(OrtModel):
-    """A TensorRT-target model run by ONNX Runtime on the CPU: right numerics, not Jetson speed."""
-
-    emulated = True
-
-
 class JetsonTarget:
     name = "jetson"
     hardware = "NVIDIA Jetson (Orin, Xavier) / NVIDIA GPUs"
     runtime = "TensorRT"
     artifact = "TensorRT Q/DQ ONNX + build_engine.sh (+ .engine where TensorRT exists)"
     install = "TensorRT ships with JetPack on the Jetson; elsewhere pip install tensorrt from NVIDIA's index"
+    cpu_bound = False
+    native_machines = ()  # on device only when TensorRT runs it, which the runner's `emulated` says
+    not_int8_hint = "TensorRT runs them in fp16: layers kept in float (--max-drop) or without Q/DQ on their inputs"
 
     def available(self) -> str | None:
         return None  # the Q/DQ graph and build script need only onnxruntime; see engine_available()
+
+    def runtime_status(self) -> str:
+        why_not = self.engine_available()
+        if why_not is None:
+            return "yes (TensorRT engine built and timed here)"
+        return f"artifacts only: {why_not.replace('tensorrt', 'TensorRT')} (numerics emulated on ONNX Runtime, no latency)"
 
     def engine_available(self) -> str | None:
         """None if a TensorRT engine can be built and run here, else why not."""
@@ -146,17 +150,21 @@ class JetsonTarget:
             },
         )
 
+    def pairs(self, target_dir: Path, local: bool = True) -> list[ArtifactPair]:
+        return [ArtifactPair("main", "int8", "fp32", {"int8": QDQ_ONNX, "fp32": FP32_ONNX}, "jetson_board", self.runtime)]
+
     def runner(self, target_dir: Path, which: str = "int8", threads: int = 0, options: dict | None = None) -> Runner:
         target_dir = Path(target_dir)
-        if which == "int8" and (target_dir / ENGINE).is_file() and self.engine_available() is None:
-            return EngineModel(target_dir / ENGINE)
         files = {"int8": QDQ_ONNX, "fp32": FP32_ONNX}
+        if which == "int8" and (target_dir / ENGINE).is_file() and self.engine_available() is None:
+            files["int8"] = ENGINE
         if which not in files:
             raise EdgekitError(f"the jetson target has no {which!r} artifact", f"use one of: {', '.join(files)}")
         path = target_dir / files[which]
         if not path.is_file():
             raise EdgekitError(f"{path} is missing", "run `edgekit compile --target jetson` first")
-        return EmulatedModel(path, threads)
+        return open_on_board_module("jetson_board", path, which, threads, options,
+                                    "rebuild the engine with build_engine.sh on this device")
 
 
 def check_tensorrt_qdq(model: onnx.ModelProto, float_layers=()) -> list[str]:
@@ -216,7 +224,8 @@ def polygraphy_lint(onnx_path: Path) -> dict:
         report = Path(tmp) / "lint.json"
         try:
             proc = subprocess.run([exe, "check", "lint", str(onnx_path), "-o", str(report)],
-                                  capture_output=True, text=True, timeout=LINT_TIMEOUT_S)
+                                  capture_output=True, text=True, timeout=LINT_TIMEOUT_S,
+                                  preexec_fn=interrupt.child_unblock)
         except subprocess.TimeoutExpired:
             return {"status": f"skipped: polygraphy lint ran over {LINT_TIMEOUT_S} s"}
         if not report.is_file():  # it could not run at all (e.g. onnx-graphsurgeon missing)
@@ -254,41 +263,3 @@ def build_engine(onnx_path: Path, engine_path: Path, input_name: str, chw: tuple
     if serialized is None:
         raise EdgekitError("TensorRT could not build the engine", "run build_engine.sh with --verbose to see why")
     engine_path.write_bytes(bytes(serialized))
-
-
-class EngineModel:
-    """A TensorRT engine as a Runner: numpy batch in, logits out, through CUDA memory owned by torch."""
-
-    emulated = False
-
-    def __init__(self, path: Path) -> None:
-        import tensorrt as trt
-
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
-        if self.engine is None:
-            raise EdgekitError(f"TensorRT could not load {path}",
-                               "an engine only loads with the TensorRT version and GPU it was built on: rebuild it")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        self.max_batch = self.engine.get_tensor_profile_shape(self.input, 0)[2][0]
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        # The profile caps the batch: larger batches run in chunks.
-        return np.concatenate([self._run(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)])
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        inp = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).cuda()
-        self.context.set_input_shape(self.input, tuple(inp.shape))
-        # edgekit's graphs keep fp32 logits; TensorRT keeps the network's I/O types.
-        out = torch.empty(tuple(self.context.get_tensor_shape(self.output)), dtype=torch.float32, device="cuda")
-        self.context.set_tensor_address(self.input, inp.data_ptr())
-        self.context.set_tensor_address(self.output, out.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise EdgekitError("TensorRT inference failed", "run build_engine.sh with --verbose on this device")
-        stream.synchronize()
-        return out.cpu().numpy()

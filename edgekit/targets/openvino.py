@@ -23,11 +23,9 @@ from collections import defaultdict
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 
 from ..errors import EdgekitError
-from ..remote_runner import StaticShapes
-from .base import CompileContext, CompileResult, Runner
+from .base import ArtifactPair, CompileContext, CompileResult, Runner, open_on_board_module
 
 FILES = {"int8": "model.int8.xml", "fp32": "model.fp32.xml"}
 SOURCES = ("nncf", "qdq")
@@ -56,6 +54,9 @@ class OpenVINOTarget:
     runtime = "OpenVINO"
     artifact = "OpenVINO IR int8 (.xml/.bin) + fp32 reference IR"
     install = "pip install 'edgekit[openvino]'"
+    cpu_bound = True
+    native_machines = ()  # wherever OpenVINO runs, its timings are that CPU's own
+    not_int8_hint = "the plugin runs them in fp32: layers kept in float (--max-drop), or no int8 kernel for them"
 
     def available(self) -> str | None:
         for module in ("openvino", "nncf"):
@@ -64,6 +65,9 @@ class OpenVINOTarget:
             except ImportError as e:
                 return f"{module} not installed ({self.install})" if e.name == module else f"{module}: {e}"
         return None
+
+    def runtime_status(self) -> str:
+        return "yes" if self.available() is None else f"no: {self.available()}"
 
     def compile(self, ctx: CompileContext) -> CompileResult:
         import openvino as ov
@@ -107,63 +111,17 @@ class OpenVINOTarget:
             },
         )
 
+    def pairs(self, target_dir: Path, local: bool = True) -> list[ArtifactPair]:
+        return [ArtifactPair("main", "int8", "fp32", dict(FILES), "openvino_board", self.runtime)]
+
     def runner(self, target_dir: Path, which: str = "int8", threads: int = 0, options: dict | None = None) -> Runner:
         if which not in FILES:
             raise EdgekitError(f"the openvino target has no {which!r} artifact", f"use one of: {', '.join(FILES)}")
         path = Path(target_dir) / FILES[which]
         if not path.is_file():
             raise EdgekitError(f"{path} is missing", "run `edgekit compile --target openvino` first")
-        return OpenVINOModel(path, (options or {}).get("device", "CPU"), threads)
-
-
-class OpenVINOModel:
-    """A compiled OpenVINO model as a Runner: any batch size in, logits out.
-
-    The IR keeps a dynamic batch, but each batch size actually run gets its own static-shape compilation
-    (remote_runner.StaticShapes). In a one-off interleaved measurement (2 threads, batch 1) the MobileNetV3
-    student's int8 IR went 1.06 -> 0.76 ms, the teacher's 0.32 -> 0.29 ms; benchmarks/compare_runtimes.py gives
-    every OpenVINO row static shapes, so its tables do not count this as edgekit's lead.
-    """
-
-    emulated = False
-
-    def __init__(self, path: Path, device: str = "CPU", threads: int = 0) -> None:
-        import openvino as ov
-
-        core = ov.Core()
-        if device != "AUTO" and device not in core.available_devices:
-            raise EdgekitError(f"OpenVINO finds no {device} device here (it has: {', '.join(core.available_devices)})",
-                               "pass --device CPU, or install the device's driver")
-        config: dict = {"PERFORMANCE_HINT": "LATENCY"}
-        if device != "NPU":
-            # CPUs with AVX512-BF16/AMX default to bf16 (GPUs to f16): the fp32 reference must really be fp32,
-            # and the int8 model's non-quantized layers should not silently lose precision either. AUTO passes the
-            # hint on to the device it picks (checked on CPU). The NPU keeps its own default: it computes in f16.
-            config["INFERENCE_PRECISION_HINT"] = "f32"
-        if threads and device == "CPU":
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.device = device
-        self.precision_hint = config.get("INFERENCE_PRECISION_HINT", "device default")
-        self.compiled = core.compile_model(core.read_model(path), device, config)
-        batch = self.compiled.inputs[0].get_partial_shape()[0]
-        self.fixed_batch = batch.get_length() if batch.is_static else None
-        self.static_shapes = StaticShapes(core, path, device, config, self.compiled)
-
-    def compiled_for(self, batch: int):
-        """The compilation that runs `batch` images: a static-shape one where the IR's batch is dynamic."""
-        return self.compiled if self.fixed_batch is not None else self.static_shapes(batch)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.fixed_batch is None or len(x) == self.fixed_batch:
-            return self.compiled_for(len(x))(x)[0]
-        # An IR whose batch could not be made dynamic: run fixed-size chunks, the last one zero-padded.
-        b, outs = self.fixed_batch, []
-        for start in range(0, len(x), b):
-            chunk = x[start : start + b]
-            padded = np.concatenate([chunk, np.zeros((b - len(chunk), *chunk.shape[1:]), np.float32)])
-            outs.append(self.compiled(padded)[0][: len(chunk)])
-        return np.concatenate(outs)
+        return open_on_board_module("openvino_board", path, which, threads, options,
+                                    "pass --device CPU, or install the device's driver")
 
 
 def _convert(onnx_path: Path, notes: list[str]):

@@ -44,7 +44,7 @@ def build_openvino_qdq(fp32_onnx: Path, out: Path, cal, float_layers: list[str])
     bias-corrected."""
     from onnxruntime.quantization import QuantType
 
-    from ..quantization import quantize_qdq
+    from ..qdq_build import quantize_qdq
 
     model = onnx.load(str(fp32_onnx))
     # ORT leaves nodes out by name, and exporters leave the nodes of inlined functions (torch's HardSwish) unnamed.

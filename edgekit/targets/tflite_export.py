@@ -1,5 +1,5 @@
 """The arm target's .tflite artifacts (optional `edgekit[tflite]` extra): a full-integer int8 model in the TFLite
-int8 scheme and its fp32 reference, for LiteRT's Interpreter with XNNPACK (tflite_runner.py).
+int8 scheme and its fp32 reference, for LiteRT's Interpreter with XNNPACK (board/tflite_board.py).
 
 Route (all from PyPI, beside torch 2.13 CPU, no TensorFlow):
 1. litert-torch converts the source torch model (the file `edgekit quantize` read, checked against the sha256 in
@@ -283,7 +283,7 @@ def validate(ctx: CompileContext, fp32_path: Path, int8_path: Path, calib: list[
     """On the calibration images: the fp32 .tflite against model.fp32.onnx (the conversion), and the int8 .tflite
     against the fp32 .tflite (the quantization), both in LiteRT + XNNPACK."""
     from ..ort_runner import OrtModel
-    from .tflite_runner import TfliteModel
+    from ..board.tflite_board import TfliteModel
 
     x = np.concatenate(calib)
     fp32, int8 = TfliteModel(fp32_path, threads), TfliteModel(int8_path, threads)

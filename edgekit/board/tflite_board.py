@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+RUNTIME_MODULE = "ai_edge_litert"
 DELEGATE = "XNNPACK"
 
 
@@ -23,6 +24,7 @@ class TfliteModel:
     (0: all cores). Not `emulated`: LiteRT + XNNPACK is what runs .tflite models on ARM CPUs."""
 
     emulated = False
+    precision_hint = None
 
     def __init__(self, path: Path, threads: int = 0) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -40,6 +42,7 @@ class TfliteModel:
         self.output_dtype = np.dtype(self._out["dtype"])
         self.delegated_ops, self.builtin_ops = delegation(self.interpreter)
         self.providers = [f"LiteRT Interpreter + {DELEGATE}" if self.delegated_ops else "LiteRT Interpreter (builtin kernels)"]
+        self.runtime = self.providers[0]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
@@ -89,3 +92,7 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
         return y.copy()
     scale, zero_point = detail["quantization"]
     return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def open_model(path: Path, which: str, threads: int = 0, options: dict | None = None) -> TfliteModel:
+    return TfliteModel(Path(path), threads)

@@ -1,0 +1,117 @@
+"""The timing loop and the machine facts every latency figure in edgekit comes with, here and on a board."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROUND = 10  # timed calls per runner per round; rounds alternate their order
+ACCURACY_BATCH = 32  # outputs are computed in batches of this size, here and on a board alike
+
+# cpuinfo flag -> what it means for int8 inference
+ISA_FLAGS = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX-512 VNNI (int8 dot product)",
+    "avx_vnni": "AVX-VNNI (int8 dot product)",
+    "amx_int8": "AMX int8",
+    "amx_bf16": "AMX bf16",
+    "asimd": "NEON",
+    "asimddp": "NEON dot product (int8)",
+    "i8mm": "int8 matrix multiply",
+}
+RUNTIMES = ("onnxruntime", "openvino", "nncf", "tensorrt", "torch", "onnx", "ai-edge-litert")
+
+
+def cpu_info() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "hardware", "cpu model") and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key in ("flags", "features"):
+                flags |= set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def environment() -> dict:
+    """The facts a latency figure depends on: CPU, cores, the ISA features int8 kernels use, runtime versions,
+    and the load average (a busy machine makes every millisecond suspect)."""
+    model, flags = cpu_info()
+    versions = {}
+    for name in RUNTIMES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {
+        "cpu": model,
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "isa": sorted(label for flag, label in ISA_FLAGS.items() if flag in flags),
+        "int8_dot_product": any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "versions": versions,
+    }
+
+
+def interleaved_latency(runners: dict, x: np.ndarray, runs: int, warmup: int, warmup_seconds: float,
+                        tick=lambda: None) -> dict:
+    """Per-call milliseconds for each runner, timed in alternating rounds after a warm-up by count and by time.
+
+    Both runners see the same machine state (clocks, caches, other load), so the ratio of their medians survives
+    a noisy machine. `tick` is called after each timed call (progress).
+    """
+    for run in runners.values():
+        start, n = time.perf_counter(), 0
+        while n < warmup or time.perf_counter() - start < warmup_seconds:
+            run(x)
+            n += 1
+    times = {k: [] for k in runners}
+    order = list(runners)
+    for r in range(-(-runs // ROUND)):
+        for key in order if r % 2 == 0 else order[::-1]:
+            for _ in range(min(ROUND, runs - r * ROUND)):
+                t0 = time.perf_counter_ns()
+                runners[key](x)
+                times[key].append((time.perf_counter_ns() - t0) / 1e6)
+                tick()
+    return times
+
+
+def summarize(ms: list) -> dict:
+    """Percentiles, mean and spread of per-call milliseconds."""
+    arr = np.asarray(ms, dtype=np.float64)
+    return {"p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
+            "p99": float(np.percentile(arr, 99)), "mean": float(arr.mean()),
+            "std": float(statistics.pstdev(ms)) if len(ms) > 1 else 0.0, "n": len(ms)}
+
+
+def any_batch(run, fixed_batch):
+    """A runner for any batch size over a model whose batch is fixed: fixed-size chunks, the last zero-padded."""
+    if fixed_batch is None:
+        return run
+
+    def call(x):
+        if len(x) == fixed_batch:
+            return run(x)
+        outs = []
+        for start in range(0, len(x), fixed_batch):
+            chunk = x[start : start + fixed_batch]
+            pad = np.zeros((fixed_batch - len(chunk), *chunk.shape[1:]), chunk.dtype)
+            outs.append(run(np.concatenate([chunk, pad]))[: len(chunk)])
+        return np.concatenate(outs)
+
+    return call
