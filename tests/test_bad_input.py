@@ -8,12 +8,16 @@ import torch
 from click.testing import CliRunner
 
 from edgekit.cli import main
+from edgekit.workspace import LOCK_FILE
 from tests.conftest import save_model, write_pngs
 from tests.models import TinyCNN
 
 
 def snapshot(folder):
-    return sorted((p.relative_to(folder), p.stat().st_mtime_ns) for p in folder.rglob("*")) if folder.exists() else None
+    """Every file and its mtime, but the writer lock's file: a refused writer still took (and released) the lock."""
+    if not folder.exists():
+        return None
+    return sorted((p.relative_to(folder), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.name != LOCK_FILE)
 
 
 def assert_bad_input(args, ws, *needles):

@@ -1,0 +1,121 @@
+"""Ctrl-C for the command line: exit 130 with one line, at any point, leaving the workspace as it was.
+
+A SIGINT delivered the usual way is not safe here: once OpenVINO, ONNX Runtime and LiteRT have started their
+thread pools, Ctrl-C during `compile --target all` crashed the process with SIGSEGV (rc -11; gdb showed the heap
+already corrupt in the main thread's next allocation), before any `finally` ran, leaving a staging folder behind,
+even with a Python handler that exits at once. So the CLI blocks SIGINT and SIGTERM in every thread, before any
+runtime starts one (threads inherit the mask), and a watcher thread takes them with sigwait: no thread of any
+runtime is ever interrupted. The watcher runs the cleanups the running stage registered (its staging folder, a
+workspace folder it made), in reverse order, and leaves with os._exit, so nothing of the runtimes' teardown runs
+either. A stage's commit (files moved in, then the manifest) is a `critical()` section: an interrupt during it
+waits until the commit is complete, so the workspace is always before or after the stage, never between.
+Subprocesses are started with the signals unblocked again (`child_unblock`), so Ctrl-C reaches them as usual.
+
+Library callers (`import edgekit`) keep Python's default: KeyboardInterrupt, with the same `finally` cleanups.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+EXIT_CODE = 130
+MESSAGE = "edgekit: interrupted; the workspace was left as it was"
+
+SIGNALS = {signal.SIGINT, signal.SIGTERM}  # Ctrl-C, and what a CI runner or `timeout` sends
+
+_cleanups: list[Callable[[], None]] = []
+_critical_depth = 0
+_pending = False
+_exiting = False  # set once the watcher has decided to exit: no critical section may start after that
+_lock = threading.Lock()  # orders the watcher's decision against critical sections starting and ending
+
+
+def install() -> None:
+    """Block the signals in this (the main) thread and so in every thread started after, and take them in a
+    watcher thread for the rest of the process. Call it before any runtime is imported."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    threading.Thread(target=_watch, name="edgekit-interrupt", daemon=True).start()
+
+
+def child_unblock() -> None:
+    """subprocess preexec_fn: a child gets the usual signal mask back (it inherited ours)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+
+
+def _watch() -> None:
+    global _pending, _exiting
+    signal.sigwait(SIGNALS)
+    with _lock:
+        if _critical_depth:
+            _pending = True  # the critical section exits when it ends
+            return
+        _exiting = True
+    _exit()
+
+
+@contextmanager
+def guarded(create: Callable[[], T], cleanup: Callable[[T], None]) -> Iterator[T]:
+    """`create()` something an interrupt must undo, with `cleanup(it)` registered in the same critical section, so
+    no interrupt falls between the two; the cleanup stays registered for the block (whose own `finally` undoes
+    it on the ordinary paths)."""
+    with critical():
+        made = create()
+        undo = lambda: cleanup(made)  # noqa: E731
+        _cleanups.append(undo)
+    try:
+        yield made
+    finally:
+        _cleanups.remove(undo)
+
+
+@contextmanager
+def critical() -> Iterator[None]:
+    """An interrupt inside this block takes effect when it ends; once the process is exiting, none starts."""
+    global _critical_depth, _exiting
+    with _lock:
+        exiting = _exiting
+        if not exiting:
+            _critical_depth += 1
+    if exiting:
+        threading.Event().wait()  # the watcher is cleaning up and about to end the process: go no further
+    try:
+        yield
+    finally:
+        with _lock:
+            _critical_depth -= 1
+            pending = _critical_depth == 0 and _pending
+            _exiting = _exiting or pending
+        if pending:
+            _exit()
+
+
+def remove_tree(path) -> None:
+    """A cleanup for a folder the interrupted work may still be writing into: a file it adds while the folder is
+    being removed would leave it behind, so try again until it is gone (a few times at most)."""
+    for _ in range(5):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+
+
+def _exit() -> None:
+    for cleanup in reversed(list(_cleanups)):
+        try:
+            cleanup()
+        except Exception:  # noqa: BLE001 - the other cleanups and the exit must still happen
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    os.write(2, ("\n" if os.isatty(2) else "").encode() + f"{MESSAGE}\n".encode())  # end a drawn bar first
+    os._exit(EXIT_CODE)
