@@ -13,6 +13,7 @@ import json
 import tempfile
 
 from edgekit.calibration import METHODS
+from edgekit.inputspec import ModelInputs
 from edgekit.quantization import quantize
 from edgekit.table import format_table, pct
 
@@ -29,8 +30,9 @@ def main() -> None:
     results = {}
     for method in METHODS:
         with tempfile.TemporaryDirectory() as ws:
-            results[method] = quantize(args.model, args.calib, eval=args.eval, workdir=ws, mean=args.mean,
-                                       std=args.std, method=method, log=lambda *_: None)
+            results[method] = quantize(args.model, args.calib, eval=args.eval, workdir=ws,
+                                       inputs=ModelInputs(mean=args.mean, std=args.std), method=method,
+                                       log=lambda *_: None)
     if args.json:
         print(json.dumps(results, indent=2))
         return

@@ -50,7 +50,7 @@ import edgekit  # noqa: E402
 from edgekit import metrics  # noqa: E402
 from edgekit.data import ImageSet, Preprocess  # noqa: E402
 from edgekit.environment import environment  # noqa: E402
-from edgekit.quantization import workspace_images  # noqa: E402
+from edgekit.workspace import workspace_images  # noqa: E402
 from edgekit.workspace import Workspace  # noqa: E402
 
 FASHION = {"mean": "0.286", "std": "0.353"}
@@ -127,7 +127,8 @@ def edgekit_workspace(case: Case, root: Path, threads: int, reuse: bool) -> Path
     shutil.rmtree(ws, ignore_errors=True)
     print(f"[{case.key}] edgekit quantize {case.model.name} (calibration {case.calib}, eval {case.eval})")
     t0 = time.perf_counter()
-    edgekit.quantize(case.model, case.calib, eval=case.eval, workdir=ws, threads=threads, log=_indent, **case.options)
+    edgekit.quantize(case.model, case.calib, eval=case.eval, workdir=ws, threads=threads, log=_indent,
+                     inputs=edgekit.ModelInputs(**case.options))
     print(f"[{case.key}] edgekit compile --target openvino,arm,jetson")
     edgekit.compile("openvino,arm,jetson", workdir=ws, threads=threads, log=_indent)
     print(f"[{case.key}] edgekit done in {time.perf_counter() - t0:.0f} s")
@@ -226,12 +227,12 @@ def ort_quantize_static_defaults(fp32: Path, out: Path, calib: ImageSet, pre: Pr
 
 def ov_row(name: str, path: Path, threads: int, precision: str | None, size: int) -> Row:
     """A plain OpenVINO row. Like edgekit's runner it compiles one static-shape model per batch size it runs
-    (edgekit.remote_runner.StaticShapes, as `benchmark_app -shape` would): the IRs keep a dynamic batch, and a
+    (edgekit.board.openvino_board.StaticShapes, as `benchmark_app -shape` would): the IRs keep a dynamic batch, and a
     dynamic compilation pays shape inference on every call, which would hand edgekit a lead that has nothing to
     do with quantization."""
     import openvino as ov
 
-    from edgekit.remote_runner import StaticShapes
+    from edgekit.board.openvino_board import StaticShapes
 
     config = {"INFERENCE_NUM_THREADS": threads}
     if precision:

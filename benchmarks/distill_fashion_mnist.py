@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from edgekit.distillation import distill
+from edgekit.inputspec import ModelInputs
 from edgekit.table import format_table, pct
 
 TEACHER, MEAN, STD = "models/fashion_resnet.pt2", "0.286", "0.353"
@@ -55,7 +56,8 @@ def main() -> None:
             f"--{k} {shlex.quote(str(v))}" for k, v in options.items())
         print(f"== {name}: {command}", flush=True)
         t0 = time.perf_counter()
-        results[name] = distill(TEACHER, DATA, **options)
+        inputs = ModelInputs(mean=options.pop("mean"), std=options.pop("std"))
+        results[name] = distill(TEACHER, DATA, inputs=inputs, **options)
         results[name]["command"] = command
         print(f"   {name}: student top-1 {pct(results[name]['student']['top1'])}"
               f" ({(time.perf_counter() - t0) / 60:.1f} min)", flush=True)

@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import metrics
-from edgekit.compiling import require_quantized
+from edgekit.workspace import require_quantized
 from edgekit.data import Preprocess
-from edgekit.quantization import workspace_images
+from edgekit.workspace import workspace_images
 from edgekit.table import format_table, pct
 from edgekit.targets import CompileContext
 from edgekit.targets.openvino import SOURCES, OpenVINOTarget

@@ -1,38 +1,49 @@
 """edgekit: a trained PyTorch CNN to calibrated, validated int8 artifacts for edge targets.
 
-The public API mirrors the CLI, one function a command. Heavy imports (torch, onnxruntime, openvino)
-happen inside the functions, so `import edgekit` is cheap.
+The public API mirrors the CLI, one function a command; `help(edgekit.quantize)` shows its arguments:
+
+    edgekit.quantize(model, calib, *, eval=None, workdir="edgekit-out", inputs=ModelInputs(...), ...)
+    edgekit.distill(teacher, data, *, student=..., epochs=..., out="student.pt2", ...)
+    edgekit.compile(target="all", *, workdir="edgekit-out", device="CPU", ...)
+    edgekit.bench(target="all", *, workdir="edgekit-out", max_drop=None, max_latency_ms=None, ...)
+    edgekit.report(workdir="edgekit-out")
+    edgekit.run(recipe, *, overrides=None, force=False, dry_run=False, trust_pickle=False)
+    edgekit.students(pattern="*", *, teacher=None, inputs=None, classes=None)
+
+Each name is the stage's own function, imported on first use (PEP 562), so `import edgekit` stays cheap and
+never needs torch, onnxruntime or openvino. Errors meant for the user are edgekit.EdgekitError.
 """
+
+from importlib import import_module
+
+from .errors import EdgekitError
 
 __version__ = "0.1.0"
 
-
-def quantize(*args, **kwargs) -> dict:
-    """Post-training int8 quantization; see `edgekit.quantization.quantize` for the arguments."""
-    from .quantization import quantize as _quantize
-
-    return _quantize(*args, **kwargs)
-
-
-def distill(*args, **kwargs) -> dict | None:
-    """Train a small student to mimic a trained teacher; see `edgekit.distillation.distill`."""
-    from .distillation import distill as _distill
-
-    return _distill(*args, **kwargs)
+# public name -> "module:function"
+_API = {
+    "quantize": "edgekit.quantization:quantize",
+    "distill": "edgekit.distillation:distill",
+    "compile": "edgekit.compiling:compile_targets",
+    "bench": "edgekit.benchmarking:bench",
+    "report": "edgekit.reporting:write_report",
+    "run": "edgekit.pipeline:run",
+    "students": "edgekit.distillation:student_overview",
+    "ModelInputs": "edgekit.inputspec:ModelInputs",
+}
 
 
-def compile(*args, **kwargs) -> dict:  # noqa: A001 - mirrors `edgekit compile`
-    """Compile the workspace for targets; see `edgekit.compiling.compile_targets`."""
-    from .compiling import compile_targets
-
-    return compile_targets(*args, **kwargs)
-
-
-def bench(*args, **kwargs) -> dict:
-    """Latency/accuracy per compiled target with gates; see `edgekit.bench.bench`."""
-    from .bench import bench as _bench
-
-    return _bench(*args, **kwargs)
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
+    module, attr = _API[name].split(":")
+    value = getattr(import_module(module), attr)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
-__all__ = ["quantize", "distill", "compile", "bench", "__version__"]
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
+
+
+__all__ = ["quantize", "distill", "compile", "bench", "report", "run", "students", "ModelInputs", "EdgekitError", "__version__"]

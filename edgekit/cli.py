@@ -1,14 +1,18 @@
-"""The `edgekit` command: parse options, call the Python API, print. No pipeline logic lives here."""
+"""The `edgekit` command: parse options, call the Python API (edgekit.quantize, ...), print. No pipeline logic
+lives here; the one decision it makes is the exit code: 0 done, 1 a gate failed, 2 bad input, 130 interrupted."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import traceback
 
 import click
 
-from . import __version__, distill_defaults
+import edgekit
+
+from . import __version__, distill_defaults, interrupt
 from .errors import EdgekitError
 
 
@@ -27,15 +31,15 @@ class EdgekitGroup(click.Group):
             raise
         except (click.ClickException, click.Abort):
             raise
+        except KeyboardInterrupt:  # a library caller's default handler, or an interrupt before ours was installed
+            click.echo(interrupt.MESSAGE, err=True)
+            ctx.exit(interrupt.EXIT_CODE)
         except Exception as e:  # noqa: BLE001 - a bug in edgekit or a library: say so in one line
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
             click.echo(f"edgekit: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                        " (rerun with --debug for the traceback, and please report it)", err=True)
             ctx.exit(3)
-        except KeyboardInterrupt:
-            click.echo("edgekit: interrupted; the workspace was left as it was", err=True)
-            ctx.exit(130)
 
 
 @click.group(cls=EdgekitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,18 +63,40 @@ def _stderr(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def input_options(command):
-    """The preprocessing options quantize and distill share: the model's input, as it was trained."""
+INPUT_OPTIONS = ("arch", "trust_pickle", "input_shape", "size", "channels", "mean", "std", "resize")
+
+
+def model_inputs(command):
+    """The options that say how to load the model and read its input (quantize and distill share them); the
+    command receives them as one `inputs` (edgekit.ModelInputs)."""
     options = [
+        click.option("--arch", default=None, help="package.module:factory that builds the model, for a state_dict file."),
+        click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module (unpickling runs code from the file)."),
+        click.option("--input-shape", default=None, help="N,C,H,W when the model file does not say (TorchScript, state_dict)."),
         click.option("--size", default=None, help="Input size: 224 or H,W. Default: the model's, else the first image's."),
-        click.option("--channels", type=click.IntRange(1, 3), default=None, help="1 (grey) or 3 (RGB). Default: from the model."),
+        click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 (grey) or 3 (RGB). Default: from the model."),
         click.option("--mean", default=None, help="Per-channel mean on the 0..1 scale, as the model was trained with: 0.5 or 0.485,0.456,0.406. Default 0."),
         click.option("--std", default=None, help="Per-channel std on the 0..1 scale. Default 1."),
         click.option("--resize", type=int, default=None, help="Resize the short side to this before the centre crop (e.g. 256 for 224)."),
     ]
+
+    @functools.wraps(command)
+    def with_inputs(*args, **kwargs):
+        values = {name: kwargs.pop(name) for name in INPUT_OPTIONS}
+        values["channels"] = None if values["channels"] is None else int(values["channels"])
+        return command(*args, inputs=edgekit.ModelInputs(**values), **kwargs)
+
     for option in reversed(options):  # decorators apply bottom-up; keep --help in this order
-        command = option(command)
-    return command
+        with_inputs = option(with_inputs)
+    return with_inputs
+
+
+def exit_on_failed_gates(ctx: click.Context, results: dict) -> None:
+    """Exit 1 when a gate failed on any target (a gate that could not be checked is not a failure)."""
+    failed = [name for name, r in results.items() if not r["passed"]]
+    if failed:
+        _stderr(f"edgekit: gates failed for {', '.join(failed)}")
+        ctx.exit(1)
 
 
 @main.command()
@@ -78,10 +104,8 @@ def input_options(command):
 @click.option("--calib", required=True, help="Calibration images: a folder (flat or class sub-folders), .npy/.npz, or a named set.")
 @click.option("--eval", "eval_", default=None, help="Eval images (class sub-folders give labels); default: held-out calibration images.")
 @click.option("--workdir", default="edgekit-out", show_default=True, help="Workspace folder.")
-@click.option("--arch", default=None, help="package.module:factory that builds the model, for a state_dict file.")
-@click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module (unpickling runs code from the file).")
-@click.option("--input-shape", default=None, help="N,C,H,W when the model file does not say (TorchScript, state_dict).")
-@input_options
+@click.option("--force", is_flag=True, help="Use --workdir even if it is a non-empty folder that is not an edgekit workspace.")
+@model_inputs
 @click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "auto"]), default="percentile", show_default=True,
               help="Activation range calibration; auto: try each, keep the best on held-out calibration images.")
 @click.option("--calib-size", type=int, default=512, show_default=True, help="Calibration images to use (sampled with --seed).")
@@ -91,16 +115,14 @@ def input_options(command):
 @click.option("--max-drop", type=float, default=None, metavar="PTS",
               help="Accuracy budget: keep the most sensitive layers in float until the drop fits.")
 @click.option("--json", "as_json", is_flag=True, help="Print quantize.json instead of the table.")
-def quantize(model, calib, eval_, workdir, arch, trust_pickle, input_shape, size, channels, mean, std, resize,
-             method, calib_size, seed, batch, threads, max_drop, as_json) -> None:
+def quantize(model, calib, eval_, workdir, force, inputs, method, calib_size, seed, batch, threads, max_drop,
+             as_json) -> None:
     """Post-training int8 quantization of MODEL, calibrated on real images; accuracy cost measured."""
-    from .quantization import quantize as run
     from .table import quantize_table
 
-    report = run(model, calib, eval=eval_, workdir=workdir, arch=arch, trust_pickle=trust_pickle,
-                 input_shape=input_shape, size=size, channels=channels, mean=mean, std=std, resize=resize,
-                 method=method, calib_size=calib_size, seed=seed, batch=batch, threads=threads,
-                 max_drop=max_drop, log=_stderr)
+    report = edgekit.quantize(model, calib, eval=eval_, workdir=workdir, inputs=inputs, method=method,
+                              calib_size=calib_size, seed=seed, batch=batch, threads=threads, max_drop=max_drop,
+                              force=force, log=_stderr)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -121,10 +143,9 @@ def quantize(model, calib, eval_, workdir, arch, trust_pickle, input_shape, size
 @click.option("--json", "as_json", is_flag=True, help="Print the compile.json of each target.")
 def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_drop, as_json) -> None:
     """Compile the quantized workspace for edge targets (no model argument: it reads the workspace)."""
-    from .compiling import compile_targets
     from .table import compile_table
 
-    results = compile_targets(target, workdir=workdir, device=device.upper(), threads=threads, batch=batch,
+    results = edgekit.compile(target, workdir=workdir, device=device.upper(), threads=threads, batch=batch,
                               openvino_source=openvino_source, max_drop=max_drop, log=_stderr)
     click.echo(json.dumps(results, indent=2) if as_json else compile_table(results))
 
@@ -152,26 +173,20 @@ def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_dr
 def bench_cmd(ctx, target, workdir, eval_, batch, threads, runs, warmup, warmup_seconds, max_drop, max_latency_ms, min_speedup,
               remote, ssh_key, remote_python, as_json):
     """Latency and accuracy per compiled target, with pass/fail gates (exit 1 if any fails)."""
-    from .bench import bench
     from .table import bench_table
 
-    results = bench(target, workdir=workdir, eval=eval_, batch=batch, threads=threads, runs=runs, warmup=warmup,
+    results = edgekit.bench(target, workdir=workdir, eval=eval_, batch=batch, threads=threads, runs=runs, warmup=warmup,
                     warmup_seconds=warmup_seconds, max_drop=max_drop, max_latency_ms=max_latency_ms, min_speedup=min_speedup,
                     remote=remote, ssh_key=ssh_key, remote_python=remote_python, log=_stderr)
     click.echo(json.dumps(results, indent=2) if as_json else bench_table(results))
-    failed = [name for name, r in results.items() if not r["passed"]]
-    if failed:
-        _stderr(f"edgekit: gates failed for {', '.join(failed)}")
-        ctx.exit(1)
+    exit_on_failed_gates(ctx, results)
 
 
 @main.command("report")
 @click.option("--workdir", default="edgekit-out", show_default=True)
 def report_cmd(workdir) -> None:
     """Write report.md and a self-contained report.html (table + latency/accuracy plot) for all benched targets."""
-    from .report import write_report
-
-    md, page = write_report(workdir)
+    md, page = edgekit.report(workdir)
     click.echo(md.read_text())
     click.echo(f"wrote {md} and {page}")
 
@@ -181,29 +196,31 @@ def report_cmd(workdir) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key, e.g. --set quantize.method=minmax --set bench.gates.max_drop=0.3.")
 @click.option("--workdir", default=None, help="Workspace (overrides the recipe's workdir).")
-@click.option("--force", is_flag=True, help="Redo every stage, even those whose inputs did not change.")
+@click.option("--force", is_flag=True,
+              help="Redo every stage, even those whose inputs did not change (and use a non-empty folder as workdir).")
+@click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module model (unpickling runs code from the file).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (what would run, what would be skipped) and stop.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run summary and bench results as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary, quantize and bench results as JSON.")
 @click.pass_context
-def run_cmd(ctx, recipe, overrides, workdir, force, dry_run, as_json) -> None:
-    """Run a recipe: distill (optional), quantize, compile and bench every target; exit 1 if a gate fails."""
-    from .pipeline import run
-    from .report import write_report
-    from .table import bench_table
+def run_cmd(ctx, recipe, overrides, workdir, force, trust_pickle, dry_run, as_json) -> None:
+    """Run a recipe: distill (optional), quantize, compile and bench every target, report; exit 1 if a gate fails."""
+    from .table import bench_table, quantize_table
 
     overrides = list(overrides) + ([f"workdir={workdir}"] if workdir else [])
-    result = run(recipe, overrides=overrides, force=force, dry_run=dry_run, log=_stderr)
+    result = edgekit.run(recipe, overrides=overrides, force=force, dry_run=dry_run, trust_pickle=trust_pickle,
+                         log=_stderr)
     if dry_run:
-        click.echo("\n".join(f"{s['status']:>17}  {s['stage']}" for s in result["stages"]))
+        click.echo("\n".join(f"{s['status']:>19}  {s['stage']}" for s in result["stages"]))
         return
-    report_md, report_html = write_report(result["workdir"]) if result["bench"] else (None, None)
-    click.echo(json.dumps(result, indent=2) if as_json else bench_table(result["bench"]))
-    if report_html and not as_json:
-        click.echo(f"report: {report_html}")
-    failed = [name for name, r in result["bench"].items() if not r["passed"]]
-    if failed:
-        _stderr(f"edgekit: gates failed for {', '.join(failed)}")
-        ctx.exit(1)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        if result["quantize"]:
+            click.echo(quantize_table(result["quantize"]) + "\n")
+        click.echo(bench_table(result["bench"]))
+        if result["report"]:
+            click.echo(f"report: {result['report'][1]}")
+    exit_on_failed_gates(ctx, result["bench"])
 
 
 @main.command("targets")
@@ -215,8 +232,7 @@ def targets_cmd() -> None:
     rows = []
     for name in REGISTRY:
         t = get_target(name)
-        reason = t.available()
-        rows.append([name, t.hardware, t.runtime, t.artifact, "yes" if reason is None else f"no: {reason}"])
+        rows.append([name, t.hardware, t.runtime, t.artifact, t.runtime_status()])
     click.echo(format_table(["target", "hardware", "runtime", "artifact", "available here"], rows, align="lllll"))
 
 
@@ -232,24 +248,20 @@ def targets_cmd() -> None:
 @click.option("--out", default="student.pt2", show_default=True, help="The student, an ExportedProgram `edgekit quantize` loads.")
 @click.option("--eval", "eval_", default=None, help="Eval images for teacher vs student; default: a held-out 10 % of --data.")
 @click.option("--workdir", default=None, help="Folder for distill.json and the checkpoint.  [default: --out's folder]")
-@click.option("--arch", default=None, help="package.module:factory that builds the teacher, for a state_dict file.")
-@click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module teacher (unpickling runs code from the file).")
-@input_options
+@model_inputs
 @click.option("--batch", type=int, default=distill_defaults.BATCH, show_default=True, help="Training batch size (per process under torchrun).")
 @click.option("--lr", type=float, default=distill_defaults.LR, show_default=True, help="Peak learning rate (SGD, warm-up + cosine schedule).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-augment", is_flag=True, help="No random crop/flip; the teacher's logits are then computed once.")
 @click.option("--json", "as_json", is_flag=True, help="Print distill.json instead of the table.")
-def distill_cmd(teacher, data, student, epochs, temperature, alpha, resume, out, eval_, workdir, arch, trust_pickle,
-                size, channels, mean, std, resize, batch, lr, seed, no_augment, as_json) -> None:
+def distill_cmd(teacher, data, student, epochs, temperature, alpha, resume, out, eval_, workdir, inputs,
+                batch, lr, seed, no_augment, as_json) -> None:
     """Train a small student (MobileNet-style) to mimic a trained teacher; writes a .pt2 quantize takes."""
     from .distill_report import distill_table
-    from .distillation import distill
 
-    report = distill(teacher, data, student=student, epochs=epochs, temperature=temperature,
-                     alpha=alpha, resume=resume, out=out, eval=eval_, workdir=workdir, arch=arch,
-                     trust_pickle=trust_pickle, size=size, channels=channels, mean=mean, std=std, resize=resize,
-                     batch=batch, lr=lr, seed=seed, augment=not no_augment, log=_stderr)
+    report = edgekit.distill(teacher, data, student=student, epochs=epochs, temperature=temperature, alpha=alpha,
+                             resume=resume, out=out, eval=eval_, workdir=workdir, inputs=inputs, batch=batch, lr=lr,
+                             seed=seed, augment=not no_augment, log=_stderr)
     if report is None:  # a torchrun worker other than rank 0: rank 0 prints
         return
     click.echo(json.dumps(report, indent=2) if as_json else distill_table(report))
@@ -261,17 +273,24 @@ def distill_cmd(teacher, data, student, epochs, temperature, alpha, resume, out,
 @click.option("--arch", default=None, help="package.module:factory for a state_dict teacher.")
 @click.option("--trust-pickle", is_flag=True, help="Allow a pickled nn.Module teacher.")
 @click.option("--size", default=None, help="Input size (224 or H,W).  [default: the teacher's, else 224]")
-@click.option("--channels", type=click.IntRange(1, 3), default=None, help="Input channels without a teacher.  [default: 3]")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Input channels without a teacher.  [default: 3]")
 @click.option("--classes", type=click.IntRange(min=2), default=None, help="Classes without a teacher.  [default: 1000]")
 @click.option("--json", "as_json", is_flag=True)
 def students_cmd(pattern, teacher, arch, trust_pickle, size, channels, classes, as_json) -> None:
     """List the distill students matching PATTERN (e.g. 'mobilenetv2*') with parameters and MACs."""
     from .distill_report import students_table
-    from .distillation import student_overview
 
-    overview = student_overview(pattern, teacher=teacher, arch=arch, trust_pickle=trust_pickle, size=size,
-                                channels=channels, classes=classes)
+    inputs = edgekit.ModelInputs(arch=arch, trust_pickle=trust_pickle, size=size,
+                                 channels=None if channels is None else int(channels))
+    overview = edgekit.students(pattern, teacher=teacher, inputs=inputs, classes=classes)
     click.echo(json.dumps(overview, indent=2) if as_json else students_table(overview))
 
+def entry() -> None:
+    """The `edgekit` executable: Ctrl-C handled by edgekit.interrupt (exit 130, workspace as it was), then the
+    command. (Calling `main` in-process, as tests and embedding programs do, keeps Python's own SIGINT handling.)"""
+    interrupt.install()
+    main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -2,7 +2,8 @@
 
 Each target compiles in its own staged folder and is then checked on the workspace's eval images
 (its int8 artifact against its own fp32 reference, in its own runtime) before it is committed, so a
-target folder that exists is one that loaded and agreed. With `--target all`, a target that cannot be
+target folder that exists is one that loaded and agreed. Those outputs are kept (validation.npz), so bench
+does not evaluate the same artifacts on the same images again. With `--target all`, a target that cannot be
 built here is recorded as skipped with the reason, and the others carry on.
 """
 
@@ -18,52 +19,47 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fallback, metrics, preflight
+from . import fallback, metrics, preflight, stage_keys
 from .data import Preprocess
 from .errors import EdgekitError
-from .model import sha256_of
-from .quantization import workspace_images
+from .progress import progress
 from .targets import CompileContext, get_target, resolve_targets
-from .workspace import Workspace, write_json_atomic
+from .workspace import Workspace, require_quantized, workspace_images, write_json_atomic
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 VALIDATION_BATCH = 32
-CPU_TARGETS = ("openvino", "arm")  # whose int8 speed depends on the CPU's int8 dot-product instructions
-
-
-def require_quantized(ws: Workspace) -> dict:
-    """The manifest of a finished quantize stage whose files are as quantize left them."""
-    manifest = ws.read_manifest()
-    if "quantize" not in manifest.get("stages", {}):
-        raise EdgekitError(
-            f"{ws.root} holds no quantized model",
-            f"run `edgekit quantize MODEL --calib DIR --workdir {ws.root}` first",
-        )
-    for name, digest in manifest.get("files_sha256", {}).items():
-        path = ws.path(name)
-        if not path.is_file():
-            raise EdgekitError(f"{path} is missing from the workspace", "rerun `edgekit quantize` to rebuild it")
-        if sha256_of(path) != digest:
-            raise EdgekitError(
-                f"{path} changed after `edgekit quantize` wrote it (sha256 differs from manifest.json)",
-                "rerun `edgekit quantize`, or use a fresh --workdir; nothing was overwritten",
-            )
-    return manifest
+VALIDATION_FILE = "validation.npz"  # the main pair's outputs on the eval images; bench reuses them
 
 
 def compile_targets(target: str = "all", *, workdir: str | Path = "edgekit-out", device: str = "CPU",
                     threads: int = 0, batch: int = 1, openvino_source: str | None = None,
                     max_drop: float | None = None, log=print) -> dict:
-    """Compile the workspace for `target` ("all", a name, or a comma list); returns {name: compile.json}.
-    With `max_drop` (points), each target keeps its most sensitive layers in float until its own drop fits."""
+    """Compile the quantized workspace for edge targets; no model argument: it reads the workspace.
+
+    target: "openvino", "arm", "jetson", a comma list, or "all" (targets that cannot be built here are skipped
+        with the reason; a named one that cannot is an error). workdir: the workspace `quantize` filled.
+    device: the OpenVINO device to record for bench (CPU, GPU, NPU, AUTO); validation always runs on the CPU.
+    threads: runtime threads for the validation run (0: all cores). batch: the batch the TensorRT engine is tuned
+        for. openvino_source: "qdq" (default, the workspace's ranges) or "nncf" (NNCF on the fp32 IR).
+    max_drop: accuracy budget per target in points: its most sensitive layers stay in float until its drop fits.
+
+    Each target's artifacts land in targets/<name>/ with compile.json, after its int8 artifact was checked against
+    its fp32 reference on the eval images. Returns {name: compile.json content}.
+    """
     if max_drop is not None and max_drop < 0:
         raise EdgekitError(f"--max-drop must be 0 or more points, got {max_drop}", "e.g. --max-drop 0.5")
     if device not in DEVICES:
         raise EdgekitError(f"unknown device {device!r}", f"use one of: {', '.join(DEVICES)}")
     names = resolve_targets(target)
     ws = Workspace(workdir)
-    manifest = require_quantized(ws)
-    explicit = target != "all"
+    require_quantized(ws)
+    with ws.writing():
+        return _compile(ws, names, target != "all", device, threads, batch, openvino_source, max_drop, log)
+
+
+def _compile(ws: Workspace, names: list[str], explicit: bool, device: str, threads: int, batch: int,
+             openvino_source: str | None, max_drop: float | None, log) -> dict:
+    manifest = require_quantized(ws)  # again, under the lock: another writer may have re-quantized meanwhile
     for name in names:  # a named target that cannot run here is bad input: say so before doing any work
         reason = get_target(name).available()
         if reason and explicit:
@@ -97,14 +93,15 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
             shutil.rmtree(out_dir, ignore_errors=True)  # a fallback step starts from an empty folder
             out_dir.mkdir(parents=True)
             ctx = CompileContext(ws.root, out_dir, manifest, pre, calib_set, dict(options), log, list(float_layers))
-            t0 = time.perf_counter()
             # Toolkits print progress bars on stdout (NNCF does); stdout belongs to the table or --json.
             with contextlib.redirect_stdout(sys.stderr):
                 built["result"] = tgt.compile(ctx)
-            built["seconds"] = time.perf_counter() - t0
             # Validation runs where this machine can: the CPU. --device is recorded for bench on the device itself.
-            built["validation"] = validate(tgt, out_dir, eval_set, pre, threads, {**options, "device": "CPU"})
+            built["validation"], built["outputs"] = validate(tgt, out_dir, eval_set, pre, threads,
+                                                             {**options, "device": "CPU"})
             return fallback.validation_drop(built["validation"])
+
+        t0 = time.perf_counter()  # the compile time a user waits for: builds, fallback steps and checks
 
         float_layers = list(manifest.get("float_layers", []))
         fb = None
@@ -113,7 +110,8 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
         else:
             fb = fallback.search(build, sensitivity_ranking(ws), max_drop, start=float_layers)
             log(fallback.describe(tgt.name, fb))
-        result, seconds, validation = built["result"], built["seconds"], built["validation"]
+        seconds = time.perf_counter() - t0
+        result, validation = built["result"], built["validation"]
         log(f"{tgt.name}: int8 agrees with fp32 top-1 on {100 * validation['agreement']:.2f} % of {validation['images']}"
             f" eval images ({validation['runtime']})")
         info = {
@@ -124,19 +122,25 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
             "inputs": {"model.fp32.onnx": manifest["files_sha256"]["model.fp32.onnx"],
                        "model.int8.onnx": manifest["files_sha256"]["model.int8.onnx"],
                        "calibration_images": len(calib_set)},
-            "options": options, "host": platform.machine(), "validation": {**validation, "eval": eval_label},
+            "options": options, "host": platform.machine(),
+            "validation": {**validation, "eval": eval_label, "outputs_file": VALIDATION_FILE},
             "notes": result.notes, "details": result.details,
         }
-        info["warnings"] = preflight.not_int8(tgt.name, result.precision)
-        if tgt.name in CPU_TARGETS:
+        info["warnings"] = preflight.not_int8(tgt.name, result.precision, tgt.not_int8_hint)
+        if tgt.cpu_bound:
             info["warnings"] += preflight.cpu_without_dot_product()
         for warning in info["warnings"]:
             log(f"  warning: {warning}")
         if fb is not None:
             info["details"]["fallback"] = {**fb, "size_bytes": info["sizes_bytes"][next(iter(result.files))]}
+        np.savez(out_dir / VALIDATION_FILE, **built["outputs"])
         write_json_atomic(out_dir / "compile.json", info)
         targets = dict(ws.read_manifest().get("targets", {}))
-        targets[tgt.name] = {"dir": rel, "files": result.files, "options": options}
+        key = stage_keys.compile_key(manifest["stages"]["quantize"].get("inputs_key"), tgt.name, options["device"],
+                                     options["batch"], options.get("openvino_source"), max_drop)
+        targets[tgt.name] = {"dir": rel, "files": result.files, "options": options, "inputs_key": key,
+                             "validation": {"file": f"{rel}/{VALIDATION_FILE}", "device": "CPU",
+                                            "eval_key": stage_keys.workspace_eval_key(manifest)}}
         stage.commit({"targets": targets}, {"options": options}, replace_dir=rel)
     return info
 
@@ -153,24 +157,21 @@ def artifact_size(path: Path) -> int:
     return path.stat().st_size + (weights.stat().st_size if path.suffix == ".xml" and weights.is_file() else 0)
 
 
-def validate(tgt, target_dir: Path, eval_set, pre: Preprocess, threads: int, options: dict) -> dict:
-    """Load both artifacts back in the target's runtime and compare them on the eval images."""
-    from tqdm import tqdm
-
+def validate(tgt, target_dir: Path, eval_set, pre: Preprocess, threads: int,
+             options: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    """Load both artifacts back in the target's runtime and compare them on the eval images:
+    (the validation report, {"int8": outputs, "fp32": outputs})."""
     int8, fp32 = tgt.runner(target_dir, "int8", threads, options), tgt.runner(target_dir, "fp32", threads, options)
     outs: dict[str, list[np.ndarray]] = {"int8": [], "fp32": []}
-    with tqdm(total=len(eval_set), desc=f"checking {tgt.name}", unit="img", leave=False, dynamic_ncols=True) as bar:
+    with progress(len(eval_set), f"checking {tgt.name}", "img") as bar:
         for x in eval_set.batches(pre, VALIDATION_BATCH):
             outs["int8"].append(int8(x))
             outs["fp32"].append(fp32(x))
             bar.update(len(x))
     a, b = np.concatenate(outs["int8"]), np.concatenate(outs["fp32"])
-    report = {
-        "images": len(eval_set), "agreement": metrics.agreement(a, b), "cosine": metrics.cosine(a, b),
-        "emulated": bool(getattr(int8, "emulated", False)),
-        "runtime": "emulated on ONNX Runtime" if getattr(int8, "emulated", False) else tgt.runtime,
-    }
+    report = {"images": len(eval_set), "agreement": metrics.agreement(a, b), "cosine": metrics.cosine(a, b),
+              "emulated": bool(int8.emulated), "runtime": int8.runtime}
     if eval_set.labels is not None:
         labels = np.asarray(eval_set.labels)
         report.update({"top1": metrics.topk(a, labels), "reference_top1": metrics.topk(b, labels)})
-    return report
+    return report, {"int8": a, "fp32": b}

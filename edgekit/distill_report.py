@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .bench import summarize
+from .board.timing import interleaved_latency, summarize
 from .export import export_onnx
 from .macs import count_macs
 from .model import LoadedModel, count_params, load_model
 from .ort_runner import OrtModel
-from .remote_runner import interleaved_latency
 from .table import format_table, pct
 
 LATENCY_THREADS = 2

@@ -18,19 +18,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from . import distill_defaults as defaults
 from .data import ImageSet, Preprocess, open_images
 from .distill_report import compare
 from .errors import EdgekitError
 from .export import torch_forward
-from .inputspec import parse_size, resolve_preprocess
+from .inputspec import ModelInputs, parse_size, resolve_preprocess
 from .macs import count_macs
+from .progress import track
 from .model import LoadedModel, count_params, load_model
-from .students import create_student, describe, get_student, list_students
+from .student_registry import create_student, describe, get_student, list_students
 from .training import TrainOptions, init_distributed, load_checkpoint, train
-from .workspace import write_json_atomic
+from .workspace import check_labels, write_json_atomic
 
 HELD_OUT_FRACTION = 0.1  # of --data, for the teacher/student comparison when no --eval is given
 REPORT, CHECKPOINT = "distill.json", "distill.ckpt"
@@ -48,21 +48,28 @@ def distill(
     out: str | Path = "student.pt2",
     eval: str | Path | None = None,  # noqa: A002 - mirrors the CLI's --eval
     workdir: str | Path | None = None,
-    arch: str | None = None,
-    trust_pickle: bool = False,
-    size: str | int | None = None,
-    channels: int | None = None,
-    mean: str | None = None,
-    std: str | None = None,
-    resize: int | None = None,
+    inputs: ModelInputs | None = None,
     batch: int = defaults.BATCH,
     lr: float = defaults.LR,
     seed: int = 0,
     augment: bool = True,
     log=print,
 ) -> dict | None:
-    """Train `student` to mimic `teacher` on `data`; returns the distill.json content (None on ranks > 0)."""
+    """Knowledge distillation: train a small MobileNet-style `student` to mimic a trained `teacher`.
+
+    teacher: the trained model (any format quantize takes; `inputs` says how to load it and read its input).
+    data: training images (class sub-folders or an .npz with labels give labels; unlabelled works with alpha 1).
+    student: a name from `edgekit students`. epochs, lr (peak, SGD with warm-up + cosine), batch (per process under
+    torchrun), seed, augment (random crop + flip). temperature, alpha: the soft-target loss and its weight (1 - alpha
+    goes to the labels). resume: continue from the last checkpoint of the same run.
+    out: the student as an ExportedProgram (.pt2) that `edgekit quantize` loads. eval: images for teacher vs student
+    (default: a held-out 10 % of data). workdir: folder for distill.json and the checkpoint (default: out's folder).
+
+    Returns the distill.json content (None on torchrun ranks other than 0).
+    """
     import torch
+
+    inputs = inputs or ModelInputs()
 
     opts = TrainOptions(epochs, batch, lr, defaults.WEIGHT_DECAY, temperature, alpha, augment, seed)
     get_student(student)  # an unknown name fails before anything is loaded
@@ -71,16 +78,16 @@ def distill(
     out = Path(out)
     report_dir = Path(workdir) if workdir is not None else out.parent
 
-    loaded = load_model(teacher, arch=arch, trust_pickle=trust_pickle)
+    loaded = load_model(teacher, arch=inputs.arch, trust_pickle=inputs.trust_pickle)
     if out.resolve() == loaded.path.resolve():
         raise EdgekitError(f"--out {out} is the teacher's own file", "write the student elsewhere, e.g. --out student.pt2")
     data_set = open_images(data, "data")
     eval_set = open_images(eval, "eval") if eval is not None else None
-    pre, notes = resolve_preprocess(loaded, data_set, size=size, channels=channels, mean=mean, std=std, resize=resize)
+    pre, notes = resolve_preprocess(loaded, data_set, inputs)
     # Two images: a batch of one would let torch.export specialize the batch dimension to 1.
     example = np.stack([data_set.load(i % len(data_set), pre) for i in range(2)])
     num_classes = class_count(loaded, example)
-    check_labels(data_set, num_classes, "--data")
+    check_labels(data_set, num_classes, "--data", "teacher")
     if alpha == 0 and data_set.labels is None:
         raise EdgekitError("--alpha 0 trains on labels alone, but the --data images have none",
                            "use class sub-folders or an .npz with labels, or raise --alpha")
@@ -91,7 +98,7 @@ def distill(
         eval_label = f"held-out {len(eval_set)} of the --data images (no --eval)"
     else:
         eval_label = f"{eval_set.source} ({len(eval_set)} images)"
-    check_labels(eval_set, num_classes, "--eval")
+    check_labels(eval_set, num_classes, "--eval", "teacher")
     if len(data_set) < 2:
         raise EdgekitError(f"--data leaves {len(data_set)} image for training",
                            "give it more images (thousands, realistically)")
@@ -157,23 +164,10 @@ def class_count(teacher: LoadedModel, example: np.ndarray) -> int:
     return classes
 
 
-def check_labels(images: ImageSet, num_classes: int, flag: str) -> None:
-    if images.labels is None:
-        return
-    if images.classes and len(images.classes) != num_classes:
-        raise EdgekitError(
-            f"the {flag} images have {len(images.classes)} classes but the teacher outputs {num_classes}",
-            f"point {flag} at data with the teacher's classes (one sub-folder per class, in training order)",
-        )
-    if max(images.labels) >= num_classes:
-        raise EdgekitError(f"{flag} label {max(images.labels)} is out of range for a {num_classes}-class teacher",
-                           f"check the labels in the {flag} data")
-
-
 def load_pixels(images: ImageSet, pre: Preprocess, what: str, show: bool) -> np.ndarray:
     """Every image preprocessed once into one (N, C, H, W) float32 array: augmentation then works on tensors."""
     pixels = np.empty((len(images), pre.channels, pre.height, pre.width), np.float32)
-    for i in tqdm(range(len(images)), desc=f"loading {what}", unit="img", leave=False, disable=not show):
+    for i in track(range(len(images)), f"loading {what}", "img", enabled=show):
         pixels[i] = images.load(i, pre)
     return pixels
 
@@ -200,10 +194,12 @@ def export_student(model, example: np.ndarray, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def student_overview(pattern: str = "*", *, teacher: str | Path | None = None, arch: str | None = None,
-                     trust_pickle: bool = False, size: str | int | None = None, channels: int | None = None,
+def student_overview(pattern: str = "*", *, teacher: str | Path | None = None, inputs: ModelInputs | None = None,
                      classes: int | None = None) -> dict:
-    """The registered students matching `pattern`, with params and MACs at the teacher's input (or the given one)."""
+    """The registered students matching `pattern`, with params and MACs at the teacher's input (or the given one:
+    inputs.size and inputs.channels, and `classes`)."""
+    inputs = inputs or ModelInputs()
+    size, channels = inputs.size, inputs.channels
     names = list_students(pattern)
     if not names and not any(c in pattern for c in "*?["):
         get_student(pattern)  # a plain name: unknown, with a did-you-mean
@@ -213,7 +209,7 @@ def student_overview(pattern: str = "*", *, teacher: str | Path | None = None, a
     if teacher is None:
         hw, c, k = parse_size(size) or (224, 224), channels or 3, classes or 1000
     else:
-        loaded = load_model(teacher, arch=arch, trust_pickle=trust_pickle)
+        loaded = load_model(teacher, arch=inputs.arch, trust_pickle=inputs.trust_pickle)
         shape = loaded.input_shape
         recorded = tuple(shape[2:]) if shape and min(shape[2:]) > 0 else None
         hw = parse_size(size) or recorded

@@ -1,6 +1,7 @@
 """User-facing errors. The CLI turns these into one line on stderr and an exit code; the library raises them.
 
-Exit codes (the contract in the README): 0 done, 1 a gate failed, 2 bad input or environment.
+Exit codes (the contract in the README): 0 done, 1 a gate failed (decided once, in cli.py, from bench's results),
+2 bad input or environment, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,9 +20,3 @@ class EdgekitError(Exception):
     def one_line(self) -> str:
         text = self.message.rstrip(".")
         return f"{text}. {self.hint}" if self.hint else f"{text}."
-
-
-class GateFailed(EdgekitError):
-    """A pass/fail gate (accuracy drop, latency, speedup) did not hold. Exit code 1."""
-
-    exit_code = 1

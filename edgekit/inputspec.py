@@ -3,11 +3,50 @@ what the user passed, and, last, the images themselves. A contradiction is an er
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .data import ImageSet, Preprocess, parse_floats
 from .errors import EdgekitError
 from .model import LoadedModel
 
 DEFAULT_MEAN, DEFAULT_STD = (0.0,), (1.0,)
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """How to load a model file and read its input, as it was trained: the one set of options that quantize,
+    distill, students and recipes share (the CLI's --arch ... --resize).
+
+    arch: "package.module:factory" that builds the model, for a state_dict file.
+    trust_pickle: allow a pickled nn.Module (unpickling runs code from the file): a command-line decision only.
+    input_shape: "N,C,H,W" when the model file does not say (TorchScript, state_dict).
+    size: "224" or "H,W"; channels: 1 or 3; mean/std: per channel on the 0..1 scale ("0.5" or "0.485,0.456,0.406");
+    resize: the short side before the centre crop. None everywhere: what the model says, else the defaults.
+    """
+
+    arch: str | None = None
+    trust_pickle: bool = False
+    input_shape: str | None = None
+    size: str | int | None = None
+    channels: int | None = None
+    mean: str | float | None = None
+    std: str | float | None = None
+    resize: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.channels is not None and self.channels not in (1, 3):
+            raise EdgekitError(f"--channels must be 1 (grey) or 3 (RGB), got {self.channels}",
+                               "drop it to use the model's own")
+
+    def identity(self) -> dict:
+        """What the result depends on, normalized (0.5 and "0.5" are the same mean), for stage keys."""
+        return {"arch": self.arch, "input_shape": parse_shape(self.input_shape), "size": parse_size(self.size),
+                "channels": self.channels, "mean": parse_floats(_text(self.mean), "mean"),
+                "std": parse_floats(_text(self.std), "std"), "resize": self.resize}
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
 
 
 def parse_shape(text: str | None) -> tuple[int, int, int, int] | None:
@@ -34,18 +73,10 @@ def parse_size(text: str | int | None) -> tuple[int, int] | None:
     return (dims[0], dims[-1])
 
 
-def resolve_preprocess(
-    model: LoadedModel,
-    images: ImageSet,
-    *,
-    input_shape: str | None = None,
-    size: str | int | None = None,
-    channels: int | None = None,
-    mean: str | None = None,
-    std: str | None = None,
-    resize: int | None = None,
-) -> tuple[Preprocess, list[str]]:
+def resolve_preprocess(model: LoadedModel, images: ImageSet, inputs: ModelInputs) -> tuple[Preprocess, list[str]]:
     """The Preprocess to use, and notes on which values were defaults (printed, so nothing is silent)."""
+    input_shape, size, channels, resize = inputs.input_shape, inputs.size, inputs.channels, inputs.resize
+    mean, std = _text(inputs.mean), _text(inputs.std)
     notes: list[str] = []
     shape = parse_shape(input_shape)
     user_hw = parse_size(size)

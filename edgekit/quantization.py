@@ -17,22 +17,21 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from . import fallback, metrics, preflight, sensitivity
-from .bias_correction import quantize_bias_corrected
-from .calibration import METHODS, Calibration, calibrate, quantize_with_ranges
+from . import fallback, metrics, preflight, sensitivity, stage_keys
+from .calibration import METHODS, Calibration, calibrate
 from .data import ImageSet, open_images
 from .errors import EdgekitError
 from .export import export_onnx, torch_forward
-from .inputspec import resolve_preprocess
+from .inputspec import ModelInputs, resolve_preprocess
 from .method_choice import choose_method
 from .model import count_params, load_model, sha256_of
 from .ort_runner import OrtModel, run_models
-from .workspace import Workspace, write_json_atomic
+from .qdq_build import quantize_qdq
+from .workspace import Workspace, check_labels, data_ref, split_images, write_json_atomic
 
 # Chosen by measurement on the bundled teacher (see README, "Choosing the calibration method").
 DEFAULT_METHOD = "percentile"
 DEFAULT_CALIB_SIZE = 512
-HELD_OUT_FRACTION = 0.2  # of the calibration set, used for agreement when no --eval is given
 EVAL_BATCH = 64
 
 
@@ -59,34 +58,50 @@ def quantize(
     *,
     eval: str | Path | None = None,  # noqa: A002 - mirrors the CLI's --eval
     workdir: str | Path = "edgekit-out",
-    arch: str | None = None,
-    trust_pickle: bool = False,
-    input_shape: str | None = None,
-    size: str | int | None = None,
-    channels: int | None = None,
-    mean: str | None = None,
-    std: str | None = None,
-    resize: int | None = None,
+    inputs: ModelInputs | None = None,
     method: str = DEFAULT_METHOD,
     calib_size: int | None = DEFAULT_CALIB_SIZE,
     seed: int = 0,
     batch: int = EVAL_BATCH,
     threads: int = 0,
     max_drop: float | None = None,
+    force: bool = False,
     log=print,
 ) -> dict:
-    """Quantize `model` to int8 with ranges calibrated on `calib`; returns the quantize.json content.
-    With `max_drop` (points), the most sensitive layers stay in float until the drop fits (see fallback.py)."""
+    """Post-training int8 quantization of a trained model, calibrated on real images, its accuracy cost measured.
+
+    model: the model file (TorchScript, torch.export .pt2, a state_dict with `inputs.arch`, or a pickled module
+        with `inputs.trust_pickle`). calib: calibration images (a folder, .npy/.npz, or a named set such as
+        "fashion-mnist:train"). eval: labelled or unlabelled eval images; default: a held-out 20 % of `calib`.
+    workdir: the workspace (created; a non-empty folder that is not a workspace is refused unless `force`).
+    inputs: how to load the model and read its input (ModelInputs: arch, mean/std, size, ...).
+    method: "percentile" (default), "minmax", "entropy" or "auto" (try each, keep the best on held-out images).
+    calib_size: calibration images used (sampled with `seed`). batch/threads: evaluation batch, ONNX Runtime threads.
+    max_drop: accuracy budget in top-1 points; the most sensitive layers stay in float until the drop fits.
+    log: where progress lines go.
+
+    Writes model.fp32.onnx, model.int8.onnx, calibration.json, quantize.json into the workspace, removing compiled
+    targets and the report of an earlier model; returns the quantize.json content.
+    """
+    inputs = inputs or ModelInputs()
     opts = QuantizeOptions(method, calib_size, seed, batch, threads)
     if max_drop is not None and max_drop < 0:
         raise EdgekitError(f"--max-drop must be 0 or more points, got {max_drop}", "e.g. --max-drop 0.5")
     ws = Workspace(workdir)
     ws.read_manifest()  # refuse a foreign/hand-edited workspace before doing any work
-    loaded = load_model(model, arch=arch, trust_pickle=trust_pickle)
+    with ws.writing(create=True, force=force):
+        return _quantize(ws, model, calib, eval, inputs, opts, max_drop, log)
+
+
+def _quantize(ws: Workspace, model, calib, eval, inputs: ModelInputs, opts: QuantizeOptions, max_drop,  # noqa: A002
+              log) -> dict:
+    seed, threads = opts.seed, opts.threads
+    loaded = load_model(model, arch=inputs.arch, trust_pickle=inputs.trust_pickle)
+    inputs_key = stage_keys.quantize_key(sha256_of(loaded.path), calib, eval, inputs.identity(), opts.method,
+                                         opts.calib_size, seed, max_drop)
     calib_set = open_images(calib, "calibration")
     eval_set = open_images(eval, "eval") if eval is not None else None
-    pre, notes = resolve_preprocess(loaded, calib_set, input_shape=input_shape, size=size,
-                                    channels=channels, mean=mean, std=std, resize=resize)
+    pre, notes = resolve_preprocess(loaded, calib_set, inputs)
     example = np.stack([calib_set.load(i, pre) for i in range(min(2, len(calib_set)))])
     torch_forward(loaded, example)  # a wrong shape or channel count fails here, before any work
     log(f"model: {loaded.path} ({loaded.format.replace('_', ' ')}, {count_params(loaded.module):,} parameters)")
@@ -139,7 +154,7 @@ def quantize(
         write_json_atomic(stage.path("sensitivity.json"), {"images": len(sens_x), "layers": sens})
         write_json_atomic(stage.path("calibration.json"), cal.to_dict())
         write_json_atomic(stage.path("quantize.json"), report)
-        stage.commit(
+        committed = stage.commit(
             {
                 "source": loaded.describe(),
                 "input": {"name": "input", "shape": [None, pre.channels, pre.height, pre.width], "num_classes": num_classes},
@@ -153,91 +168,13 @@ def quantize(
                 # Layers deliberately left in float: every target leaves them out of int8, and its checks accept it.
                 "float_layers": fb["float_layers"] if fb else [],
             },
-            {"options": {"method": opts.method, "calib_size": opts.calib_size, "seed": seed, "arch": arch,
-                         "max_drop": max_drop}},
+            {"options": {"method": opts.method, "calib_size": opts.calib_size, "seed": seed, "arch": inputs.arch,
+                         "max_drop": max_drop}, "inputs_key": inputs_key},
             restart=True,
         )
+    if committed["removed"]:
+        log(f"removed what was built from the previous model: {', '.join(committed['removed'])}")
     return report
-
-
-def data_ref(spec: str | Path | None) -> str | None:
-    """How the manifest records a data source: an absolute path (later stages may run elsewhere) or a dataset name."""
-    if spec is None:
-        return None
-    return str(Path(spec).resolve()) if Path(spec).exists() else str(spec)
-
-
-def split_images(calib_set: ImageSet, eval_set: ImageSet | None, calib_size: int | None, seed: int):
-    """(calibration sample, eval set, eval description). Without an eval set, a seeded held-out part of the
-    calibration images serves for agreement with fp32; compile and bench rebuild the same split from the manifest."""
-    if eval_set is None:
-        calib_set, eval_set = calib_set.split(HELD_OUT_FRACTION, seed)
-        eval_label = f"held-out {len(eval_set)} of the calibration images (no --eval): agreement only"
-        eval_set.labels = None  # agreement with fp32 only; calibration labels are not an accuracy claim
-    else:
-        eval_label = f"{eval_set.source} ({len(eval_set)} images, {'labelled' if eval_set.labels else 'no labels'})"
-    return calib_set.sample(calib_size, seed), eval_set, eval_label
-
-
-def workspace_images(manifest: dict) -> tuple[ImageSet, ImageSet, str]:
-    """The calibration sample and eval set a finished quantize stage used, rebuilt from its manifest."""
-    cal, ev = manifest["calibration_data"], manifest["eval_data"]
-    calib_set = open_images(cal["path"], "calibration")
-    eval_set = open_images(ev["path"], "eval") if ev["path"] is not None else None
-    return split_images(calib_set, eval_set, cal["calib_size"], cal["seed"])
-
-
-def quantize_qdq(fp32_path: Path, int8_path: Path, cal: Calibration, nodes_to_exclude: list[str] | None = None,
-                 nodes_to_quantize: list[str] | None = None, activation_type=None,
-                 extra_options: dict | None = None) -> int:
-    """The portable int8 model: int8 weights symmetric per channel, int8 activations per tensor, int32 bias,
-    Conv biases corrected for the weights' rounding where the calibration has the statistics (bias_correction.py).
-    A target that wants another placement or activation type (targets/openvino_qdq.py) passes quantize_static's
-    `activation_type` and extra `extra_options`. Returns the number of bias-corrected Convs."""
-    from onnxruntime.quantization import QuantType
-
-    def build(source: Path) -> None:
-        quantize_with_ranges(
-            source, int8_path, cal, per_channel=True,
-            activation_type=activation_type or QuantType.QInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=nodes_to_exclude or [], nodes_to_quantize=nodes_to_quantize,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, **(extra_options or {})},
-        )
-
-    # Layers left in float keep their bias: their weights were not rounded.
-    corrected = quantize_bias_corrected(fp32_path, build, int8_path, cal.channel_means)
-    float_graph_outputs(int8_path)
-    return corrected
-
-
-def float_graph_outputs(path: Path) -> None:
-    """Drop the Q/DQ pair ORT puts on the model's output: the logits then leave the last layer in float.
-
-    Rounding the logits to 8 bits buys no speed (the caller wants floats) but ties and flips near-equal classes:
-    with 1000 classes a step of ~0.07 is often more than the top-2 margin (EfficientNet-Lite0 on real-photo crops:
-    +0.4 points of top-1 agreement without it). The last layer's inputs and weights stay int8.
-    """
-    model = onnx.load(str(path))
-    graph = model.graph
-    outputs = {o.name for o in graph.output}
-    producer = {o: n for n in graph.node for o in n.output}
-    changed = False
-    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] in outputs]:
-        q = producer.get(dq.input[0])
-        if q is None or q.op_type != "QuantizeLinear" or q.input[0] not in producer:
-            continue
-        source = producer[q.input[0]]
-        if sum(q.input[0] in n.input for n in graph.node) != 1:
-            continue  # the float tensor feeds something else too: renaming it would rewire that consumer
-        source.output[:] = [dq.output[0] if o == q.input[0] else o for o in source.output]
-        graph.node.remove(q)
-        graph.node.remove(dq)
-        changed = True
-    if changed:
-        used = {i for n in graph.node for i in n.input}
-        for init in [i for i in graph.initializer if i.name not in used]:  # the pair's scale and zero point
-            graph.initializer.remove(init)
-        onnx.save(model, str(path))
 
 
 def fallback_search(fp32_path: Path, int8_path: Path, cal: Calibration, logits: dict[str, np.ndarray],
@@ -254,19 +191,6 @@ def fallback_search(fp32_path: Path, int8_path: Path, cal: Calibration, logits: 
         return fallback.drop_points(logits["int8"], logits["fp32"], labels)
 
     return fallback.search(build, [r["node"] for r in sens], max_drop)
-
-
-def check_labels(images: ImageSet, num_classes: int) -> None:
-    if images.labels is None:
-        return
-    if images.classes and len(images.classes) != num_classes:
-        raise EdgekitError(
-            f"the eval set has {len(images.classes)} classes but the model outputs {num_classes}",
-            "point --eval at data with the model's classes (one sub-folder per class, in the training order)",
-        )
-    if max(images.labels) >= num_classes:
-        raise EdgekitError(f"eval label {max(images.labels)} is out of range for a {num_classes}-class model",
-                           "check the labels in the eval data")
 
 
 def build_report(loaded, pre, cal: Calibration, check, logits: dict[str, np.ndarray], eval_set: ImageSet,

@@ -24,8 +24,9 @@ from .errors import EdgekitError
 class ModelSpec:
     path: str = ""  # required: the trained model file (or the teacher when distill is on)
     arch: str | None = None
-    trust_pickle: bool = False
     input_shape: str | None = None
+    # No trust_pickle: unpickling runs code from the file, so allowing it is the user's decision on the command line
+    # (`edgekit run RECIPE --trust-pickle`), never a value a shared recipe file can carry.
 
 
 @dataclass
@@ -112,6 +113,14 @@ class Recipe:
     bench: BenchSpec = field(default_factory=BenchSpec)
     source: Path = Path(".")  # the recipe file; not a YAML key
 
+    def model_inputs(self, trust_pickle: bool = False):
+        """The recipe's model and preprocess keys as the stages take them; trust_pickle comes from the CLI."""
+        from .inputspec import ModelInputs
+
+        m, p = self.model, self.preprocess
+        return ModelInputs(arch=m.arch, trust_pickle=trust_pickle, input_shape=m.input_shape, size=p.size,
+                           channels=p.channels, mean=p.mean, std=p.std, resize=p.resize)
+
     def resolve(self, text: str | None) -> str | None:
         """A path from the recipe, relative to the recipe's folder; named datasets pass through."""
         from .datasets import NAMED
@@ -192,6 +201,11 @@ def _build(cls, raw: Any, path: str):
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     hints = typing.get_type_hints(cls)
     for key in raw:
+        if cls is ModelSpec and key == "trust_pickle":
+            raise EdgekitError(f"{path}.trust_pickle is not a recipe key: unpickling runs code from the model file, "
+                               "so only the command line may allow it",
+                               "remove it from the recipe and run `edgekit run RECIPE --trust-pickle` if you trust "
+                               "the file")
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"did you mean {'.'.join(filter(None, [path, close[0]]))!r}?" if close else \

@@ -14,11 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
+from edgekit.datasets import BUNDLED_FASHION_EVAL
+from edgekit.inputspec import ModelInputs
 from tests.models import TinyCNN
 
 REPO = Path(__file__).resolve().parent.parent
 CALIB_DIR = REPO / "calibration"
-EVAL_NPZ = REPO / "data" / "fashion_mnist_eval.npz"
+EVAL_NPZ = BUNDLED_FASHION_EVAL  # edgekit/bundled/: shipped in the wheel as package data
 
 
 def fashion_arrays(n: int = 600) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +107,7 @@ def quantized_workspace(tmp_path_factory, trained_tiny, calib_small, eval_npz_sm
 
     root = tmp_path_factory.mktemp("ws")
     model_path = save_model(trained_tiny, "exported_program", root / "tiny.pt2", torch.zeros(2, 1, 28, 28))
-    quantize(model_path, calib_small, eval=eval_npz_small, workdir=root / "out", mean="0.286", std="0.353",
+    quantize(model_path, calib_small, eval=eval_npz_small, workdir=root / "out", inputs=ModelInputs(mean="0.286", std="0.353"),
              method="minmax", log=lambda *_: None)
     return root / "out"
 
@@ -126,12 +128,12 @@ def compile_all(ws: Path, quantized: Path) -> Path:
 def mnv3_workspace(tmp_path_factory, calib_small, eval_npz_small):
     """`edgekit quantize` on a briefly trained mobilenetv3_small_050 (hard-swish, SE gates, 28x28x1)."""
     from edgekit.quantization import quantize
-    from edgekit.students import create_student
+    from edgekit.student_registry import create_student
 
     root = tmp_path_factory.mktemp("mnv3")
     torch.manual_seed(0)
     student = train_tiny(create_student("mobilenetv3_small_050", 1, 10, (28, 28)), 1, 28, steps=60)
     path = save_model(student, "exported_program", root / "mnv3.pt2", torch.zeros(2, 1, 28, 28))
-    quantize(path, calib_small, eval=eval_npz_small, workdir=root / "ws", mean="0.286", std="0.353",
+    quantize(path, calib_small, eval=eval_npz_small, workdir=root / "ws", inputs=ModelInputs(mean="0.286", std="0.353"),
              method="minmax", log=lambda *_: None)
     return root / "ws"

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import edgekit.distill_report
 import edgekit.distillation
-import edgekit.students
+import edgekit.student_registry
 import edgekit.training
 from edgekit.cli import main
 from edgekit.kd import kd_loss
@@ -73,9 +73,18 @@ def test_distill_writes_a_student_that_learned(distilled):
     assert (folder / "distill.ckpt").is_file()
     teacher, student = report["teacher"], report["student"]
     assert teacher["top1"] > 0.9, "the bundled teacher on real test images"
-    assert 0 <= student["top1"] <= 1 and 0 <= student["agreement"] <= 1
+    # Recomputed in torch from the student file written and the teacher, on the eval images (images[256:512]);
+    # ONNX Runtime (what distill measures with) may flip the argmax of one near-tie image.
+    images, labels = fashion_arrays(512)
+    x = (torch.from_numpy(images[256:]).float().div(255).unsqueeze(1) - 0.286) / 0.353
+    student_net, teacher_net = (torch.export.load(str(p)).module() for p in (folder / "student.pt2", TEACHER))
+    with torch.no_grad():
+        s_pred, t_pred = student_net(x).argmax(1).numpy(), teacher_net(x).argmax(1).numpy()
+    assert student["top1"] == pytest.approx(np.mean(s_pred == labels[256:]), abs=1.01 / len(x))
+    assert student["agreement"] == pytest.approx(np.mean(s_pred == t_pred), abs=1.01 / len(x))
     assert report["macs_ratio"] > 5 and student["macs"] < teacher["macs"]
-    assert student["params"] > 0 and report["speedup"] > 0
+    assert student["params"] == sum(p.numel() for p in student_net.parameters())
+    assert report["speedup"] == pytest.approx(teacher["latency_ms"]["p50"] / student["latency_ms"]["p50"])
     assert report["latency"]["threads"] == 2 and report["latency"]["batch"] == 1
     assert report["training"]["objective"].startswith("KD, T=4")
 
@@ -164,7 +173,7 @@ def test_no_augment_asks_the_teacher_once(tmp_path):
     teacher = TinyCNN(1, 10).eval()
     calls = []
     torch.manual_seed(0)
-    student = edgekit.students.create_student(STUDENT, 1, 10, (28, 28))
+    student = edgekit.student_registry.create_student(STUDENT, 1, 10, (28, 28))
     opts = edgekit.training.TrainOptions(3, 16, 0.05, 5e-4, 4.0, 0.9, False, 0)
     history = edgekit.training.train(student, lambda b: calls.append(len(b)) or teacher(b), x, torch.from_numpy(labels),
                                      torch.tensor([-0.81]), opts, edgekit.training.Dist(), tmp_path / "c.ckpt", {},

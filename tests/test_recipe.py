@@ -106,13 +106,15 @@ def test_shipped_recipes_validate():
     assert distilled.distill is not None and distilled.distill.data == "fashion-mnist:train"
 
 
-def test_distill_recipe_plans_student_first():
-    from edgekit.pipeline import plan
-    from edgekit.recipe import load_recipe
-
-    recipe = load_recipe(REPO / "recipes" / "fashion_mnist_distill.yaml", ["compile.targets=[arm]"])
-    names = [name for name, *_ in plan(recipe)]
-    assert names == ["distill", "quantize", "compile arm", "bench arm"]
+def test_distill_recipe_plans_student_first(tmp_path):
+    """Before the student exists, quantize's inputs (the student's sha256) cannot be known: the plan says those
+    stages run after distill."""
+    result = invoke("run", REPO / "recipes" / "fashion_mnist_distill.yaml", "--dry-run", "--workdir", tmp_path / "ws",
+                    "--set", "compile.targets=[arm]")
+    assert result.exit_code == 0, result.output
+    assert [line.split("  ")[-1].strip() for line in result.stdout.splitlines()] == [
+        "distill", "quantize", "compile arm", "bench arm"]
+    assert result.stdout.count("run (after distill)") == 3 and not (tmp_path / "ws").exists()
 
 
 def test_distill_spec_defaults_match_the_stage():
@@ -130,6 +132,7 @@ def test_distill_spec_defaults_match_the_stage():
 
 # CLI options that are not recipe keys by design, or are under another name.
 NOT_RECIPE_KEYS = {"as_json", "workdir", "model", "teacher", "target", "eval_", "seed", "no_augment", "calib",
+                   "force", "trust_pickle",  # force: adopt a folder here, redo all in run; trust_pickle: CLI only
                    "calib_size", "data", "max_drop", "max_latency_ms", "min_speedup"}
 SECTION_KEYS = {"quantize": ["model", "preprocess", "data", "quantize"], "distill": ["distill", "preprocess", "model"],
                 "compile": ["compile"], "bench": ["bench", "bench.gates"]}
@@ -184,3 +187,49 @@ def test_distill_recipe_runs_teacher_to_student_to_target(tmp_path, trained_tiny
     assert quantized["model"]["path"] == str(out / "student.pt2")
     rerun = json.loads(invoke("run", recipe, "--json").stdout)["stages"]
     assert {s["status"] for s in rerun} == {"skip (unchanged)"}
+
+
+def test_a_hand_run_quantize_is_noticed_by_the_next_run(tiny_recipe, trained_tiny, calib_small, eval_npz_small):
+    """The manifest, not a side file, decides what is current: after `edgekit quantize other.pt` into the recipe's
+    workspace, `edgekit run` re-quantizes its own model and recompiles, rather than compiling the other model."""
+    assert invoke("run", tiny_recipe).exit_code == 0
+    out = tiny_recipe.parent / "out"
+    other = save_model(trained_tiny, "torchscript", tiny_recipe.parent / "other.pt", torch.zeros(2, 1, 28, 28))
+    hand = invoke("quantize", other, "--calib", calib_small, "--eval", eval_npz_small, "--workdir", out,
+                  "--mean", "0.286", "--std", "0.353", "--method", "minmax")
+    assert hand.exit_code == 0, hand.output
+    assert "removed what was built from the previous model: targets/arm, report.md, report.html" in hand.stderr
+    assert not (out / "targets").exists() and not (out / "report.html").exists()
+    again = json.loads(invoke("run", tiny_recipe, "--json").stdout)
+    assert [s["status"] for s in again["stages"]] == ["run"] * 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["path"].endswith("tiny.pt2")
+    assert not (out / "run.json").exists()
+
+
+def test_trust_pickle_is_a_command_line_decision_only(tmp_path, trained_tiny, calib_small):
+    torch.save(trained_tiny, tmp_path / "pickled.pt")
+    recipe = write_recipe(tmp_path, f"""
+        model: {{path: pickled.pt, trust_pickle: true}}
+        data: {{calib: {calib_small}}}
+    """)
+    result = invoke("run", recipe, "--dry-run")
+    assert result.exit_code == 2 and "trust_pickle is not a recipe key" in result.stderr
+    assert "edgekit run RECIPE --trust-pickle" in result.stderr
+    plain = write_recipe(tmp_path, f"""
+        model: {{path: pickled.pt}}
+        preprocess: {{mean: 0.286, std: 0.353}}
+        data: {{calib: {calib_small}, calib_size: 16}}
+        compile: {{targets: [arm]}}
+        bench: {{runs: 5, warmup: 1, warmup_seconds: 0.01, threads: 1}}
+    """)
+    refused = invoke("run", plain)
+    assert refused.exit_code == 2 and "--trust-pickle" in refused.stderr
+    assert invoke("run", plain, "--trust-pickle").exit_code == 0
+
+
+def test_a_remote_recipe_says_where_it_uploads_before_connecting(tiny_recipe):
+    result = invoke("run", tiny_recipe, "--set", "bench.remote=pi@127.0.0.1:1", "--set", "compile.targets=[arm]")
+    assert result.exit_code == 2  # nothing listens on port 1
+    announced = result.stderr.index("will be uploaded there over ssh")
+    assert announced < result.stderr.index("cannot reach pi@127.0.0.1:1")

@@ -1,0 +1,300 @@
+"""The bench stage: latency and accuracy of each compiled target, checked against gates.
+
+Latency method: warm-up (a count and a minimum time), then timed single calls in interleaved rounds of
+the int8 artifact and its fp32 reference in the same runtime, alternating which goes first. Both see
+the same machine state, so `speedup_vs_reference` (reference p50 / int8 p50) is a ratio that survives a
+noisy machine even when absolute milliseconds do not.
+
+Accuracy: the outputs of both artifacts on the eval images. Compile already computed them for the main pair on
+the workspace's eval set (validation.npz); when the eval set is the same and the run is local, bench reads them
+back instead of evaluating the same artifacts on the same images a second time, and only times.
+
+Honesty rules: an emulated artifact (the jetson Q/DQ graph without TensorRT) gets accuracy only, never a
+latency, and a gate that needs a latency is "not checked" there (shown, neither a pass nor a failure); every
+row names the runtime that actually ran; an artifact timed on a host that is not its hardware (arm on x86) is
+labelled `host_proxy`.
+
+With `remote="user@host"` the artifacts run on that board over ssh (edgekit/remote.py): the eval images are
+preprocessed here, the board returns outputs and per-call timings, and every metric is computed here by the
+same code as a local bench; the latency is then the board's own, and the board's machine decides `host_proxy`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics, stage_keys
+from .board.timing import ACCURACY_BATCH, interleaved_latency, summarize
+from .data import ImageSet, Preprocess, open_images
+from .environment import environment
+from .errors import EdgekitError
+from .progress import progress
+from .remote import parse_host, run_remote
+from .targets import ArtifactPair, get_target, resolve_targets
+from .workspace import (Workspace, check_labels, require_compiled, require_quantized, workspace_images,
+                        write_json_atomic)
+
+
+def check_limits(runs: int, warmup: int, batch: int, max_drop, max_latency_ms, min_speedup) -> None:
+    if runs < 1:
+        raise EdgekitError(f"--runs must be at least 1, got {runs}", "e.g. --runs 200")
+    if warmup < 0:
+        raise EdgekitError(f"--warmup must be 0 or more, got {warmup}", "e.g. --warmup 20")
+    if batch < 1:
+        raise EdgekitError(f"--batch must be at least 1, got {batch}", "e.g. --batch 1")
+    for flag, value in (("--max-drop", max_drop), ("--max-latency-ms", max_latency_ms), ("--min-speedup", min_speedup)):
+        if value is not None and value < 0:
+            raise EdgekitError(f"{flag} must not be negative, got {value}", "give a limit of 0 or more")
+
+
+def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str | Path | None = None,  # noqa: A002
+          batch: int = 1, threads: int | None = None, runs: int = 200, warmup: int = 20, warmup_seconds: float = 1.0,
+          max_drop: float | None = None, max_latency_ms: float | None = None, min_speedup: float | None = None,
+          remote: str | None = None, ssh_key: str | Path | None = None, remote_python: str | None = None,
+          log=print) -> dict:
+    """Latency and accuracy of each compiled target, against its own fp32 reference, with pass/fail gates.
+
+    target: a name, a comma list, or "all" compiled. workdir: the workspace. eval: other eval images (default:
+        the ones quantize used). batch, threads (default: all cores, the board's with `remote`), runs, warmup,
+        warmup_seconds: the timing. Gates: max_drop (top-1 points lost vs fp32; disagreement without labels),
+        max_latency_ms (int8 p50), min_speedup (int8 over its fp32 reference). A gate a target cannot measure
+        (a latency where the runtime is emulated) is "not checked".
+    remote: "user@host[:port]" (IPv6: user@[addr]:port) to run on that board over ssh, with `ssh_key` and the
+        board's `remote_python` (default python3); the board needs python3, numpy and the runtime, not edgekit.
+
+    Writes targets/<name>/bench.json and returns {name: bench.json content}; result["passed"] is False when a
+    gate failed.
+    """
+    check_limits(runs, warmup, batch, max_drop, max_latency_ms, min_speedup)
+    if remote is None and (ssh_key is not None or remote_python is not None):
+        raise EdgekitError("--ssh-key and --remote-python only apply to a remote bench", "add --remote user@host")
+    if remote is not None:
+        parse_host(remote)  # a malformed host is bad input: say so before any work
+    ws = Workspace(workdir)
+    require_quantized(ws)
+    with ws.writing():
+        manifest = require_quantized(ws)
+        compiled = manifest.get("targets", {})
+        names = list(compiled) if target == "all" else resolve_targets(target)
+        require_compiled(ws, manifest, names)
+        gates_wanted = {"max_drop": max_drop, "max_latency_ms": max_latency_ms, "min_speedup": min_speedup}
+        timing = {"batch": batch, "runs": runs, "warmup": warmup, "warmup_seconds": warmup_seconds}
+        pre = Preprocess.from_dict(manifest["preprocess"])
+        if eval is not None:
+            eval_set, eval_label = open_images(eval, "eval"), str(eval)
+            check_labels(eval_set, manifest["input"]["num_classes"])
+        else:
+            _, eval_set, eval_label = workspace_images(manifest)
+        where = _Here(threads) if remote is None else _Board(remote, ssh_key, remote_python, threads)
+        results = {}
+        with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:  # holds the inputs sent to a remote
+            where.prepare(eval_set, pre, Path(tmp), log)
+            for name in names:
+                tgt = get_target(name)
+                folder = ws.inside(compiled[name]["dir"])
+                options = compiled[name].get("options", {})
+                reuse = _validation_outputs(ws, compiled[name], eval, options) if remote is None else None
+                pairs = tgt.pairs(folder, local=remote is None)
+                result = None
+                for pair in pairs:
+                    label = name if pair.name == "main" else f"{name} ({pair.name})"
+                    try:
+                        run = where.measure(tgt, pair, folder, options, eval_set, pre, timing, label,
+                                            reuse if pair.name == "main" else None, log)
+                    except EdgekitError as e:
+                        if pair.name == "main":
+                            raise
+                        log(f"{label}: not benched: {e.message}")  # e.g. no ai-edge-litert on the board
+                        continue
+                    row = _result(tgt, label, pair, run, eval_set, eval_label, options, timing, remote)
+                    if result is None:
+                        row["gates"] = gates(row, max_drop, max_latency_ms, min_speedup)
+                        row["passed"] = not any(g["status"] == "failed" for g in row["gates"])
+                        result = row
+                    else:  # a further pair: its own row, no gates of its own
+                        row.update(gates=[], passed=True)
+                        result.setdefault("variants", {})[pair.name] = row
+                        _log_variant(row, log)
+                key = stage_keys.bench_key(compiled[name].get("inputs_key"), eval, batch, runs, warmup, warmup_seconds,
+                                           gates_wanted, remote)
+                write_json_atomic(folder / "bench.json", result)
+                ws.record("targets", {name: {"bench": {"inputs_key": key, "file": f"{compiled[name]['dir']}/bench.json"}}})
+                results[name] = result
+    return results
+
+
+def _validation_outputs(ws: Workspace, compiled: dict, eval, options: dict) -> dict | None:  # noqa: A002
+    """The main pair's outputs that compile computed, when they are outputs of this bench's images: the
+    workspace's own eval set, unchanged since, on the CPU (compile validates there)."""
+    record = compiled.get("validation")
+    if eval is not None or record is None or options.get("device", "CPU") != record.get("device"):
+        return None
+    path = ws.inside(record["file"])
+    if not path.is_file() or stage_keys.workspace_eval_key(ws.read_manifest()) != record.get("eval_key"):
+        return None
+    with np.load(path) as z:
+        return {"int8": z["int8"], "fp32": z["fp32"]}
+
+
+class _Here:
+    """Runs pairs on this machine."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads or os.cpu_count() or 1
+        self.env = environment()
+
+    def prepare(self, images, pre, tmp: Path, log) -> None:
+        pass
+
+    def measure(self, tgt, pair: ArtifactPair, folder: Path, options: dict, images: ImageSet, pre: Preprocess,
+                timing: dict, label: str, reuse: dict | None, log) -> dict:
+        int8 = tgt.runner(folder, pair.int8, self.threads, options)
+        ref = tgt.runner(folder, pair.reference, self.threads, options)
+        log(f"{label}: {int8.runtime}, {self.threads} threads, batch {timing['batch']}"
+            + ("; accuracy from compile's check" if reuse is not None else ""))
+        outputs = (reuse["int8"], reuse["fp32"]) if reuse is not None else _outputs(int8, ref, images, pre, label)
+        timings = None
+        if not int8.emulated:
+            x = _input_batch(images, pre, timing["batch"])
+            with progress(timing["runs"] * 2, f"{label}: latency", "call") as bar:
+                timings = interleaved_latency({"int8": int8, "reference": ref}, x, timing["runs"], timing["warmup"],
+                                              timing["warmup_seconds"], lambda: bar.update(1))
+        return {"outputs": outputs, "timings": timings, "emulated": bool(int8.emulated), "runtime": int8.runtime,
+                "threads": self.threads, "providers": {"int8": list(int8.providers), "fp32": list(ref.providers)},
+                "environment": {**self.env, "precision": int8.precision_hint}}
+
+
+class _Board:
+    """Runs pairs on a board over ssh; the eval images are preprocessed once and sent with each pair."""
+
+    def __init__(self, remote: str, ssh_key, remote_python: str | None, threads: int | None) -> None:
+        self.remote, self.ssh_key, self.python, self.threads = remote, ssh_key, remote_python or "python3", threads
+
+    def prepare(self, images, pre, tmp: Path, log) -> None:
+        log(f"preprocessing {len(images)} eval images for {self.remote}")
+        self.inputs = write_inputs(images, pre, tmp / "inputs.npy")
+
+    def measure(self, tgt, pair: ArtifactPair, folder: Path, options: dict, images, pre, timing: dict, label: str,
+                reuse, log) -> dict:
+        log(f"{label}: benchmarking on {self.remote} (batch {timing['batch']})")
+        out = run_remote(self.remote, folder, pair, self.inputs, threads=self.threads or 0, options=options,
+                         ssh_key=self.ssh_key, remote_python=self.python, log=log, **timing)
+        return {"outputs": (out["outputs"]["int8"], out["outputs"]["fp32"]), "timings": out["timings_ms"],
+                "emulated": out["emulated"], "runtime": out["runtime"], "threads": out["threads"],
+                "providers": out["providers"], "environment": {**out["environment"], "precision": out["precision"]}}
+
+
+def _result(tgt, label: str, pair: ArtifactPair, run: dict, images: ImageSet, eval_label: str, options: dict,
+            timing: dict, remote: str | None) -> dict:
+    """bench.json's shape for one pair (the main pair's gets gates added)."""
+    machine = run["environment"]["machine"]
+    host_proxy = run["emulated"] or bool(tgt.native_machines and machine not in tgt.native_machines)
+    result = {"target": label, "runtime": run["runtime"], "hardware": tgt.hardware, "batch": timing["batch"],
+              "threads": run["threads"], "emulated": run["emulated"], "host_proxy": host_proxy,
+              "device": options.get("device", "CPU"), "providers": run["providers"],
+              "files": dict(pair.files), "eval": {"source": eval_label, "images": len(images)},
+              "accuracy": accuracy(*run["outputs"], images.labels)}
+    if remote is not None:
+        result["remote"] = remote
+    if run["emulated"]:
+        result.update(latency_ms=None, reference_latency_ms=None, speedup_vs_reference=None, throughput_ips=None,
+                      latency_note=f"not measured: {run['runtime']}; an emulated speed says nothing about the device")
+    else:
+        lat, ref_lat = summarize(run["timings"]["int8"]), summarize(run["timings"]["reference"])
+        result.update(latency_ms=lat, reference_latency_ms=ref_lat, speedup_vs_reference=ref_lat["p50"] / lat["p50"],
+                      int8_over_reference_p50=lat["p50"] / ref_lat["p50"], throughput_ips=timing["batch"] * 1000.0 / lat["mean"], runs=timing["runs"],
+                      latency_note=_latency_note(host_proxy, remote, machine, pair))
+        if timing["batch"] > 1 and pair.fixed_batch == 1:
+            result["latency_note"] += (f"; the artifact takes one image per call, so a batch of {timing['batch']} "
+                                       "is that many calls")
+    result["environment"] = run["environment"]
+    return result
+
+
+def _latency_note(host_proxy: bool, remote: str | None, machine: str, pair: ArtifactPair) -> str:
+    where = f"this {machine} host" if remote is None else f"{remote} ({machine})"
+    kernels = f"{pair.kernels}; " if pair.kernels else ""
+    if host_proxy:
+        return f"{kernels}host proxy: timed on {where}, not on the target device"
+    return f"{kernels}measured on " + ("the target's own hardware" if remote is None else f"the device: {where}")
+
+
+def _log_variant(row: dict, log) -> None:
+    lat, ref = row["latency_ms"], row["reference_latency_ms"]
+    if lat is None:
+        return
+    log(f"{row['target']}: int8 p50 {lat['p50']:.3f} ms vs fp32 p50 {ref['p50']:.3f} ms "
+        f"({lat['p50'] / ref['p50']:.2f}x the fp32 time) on {row['runtime']}"
+        f"{', host proxy' if row['host_proxy'] else ''}; agreement {100 * row['accuracy']['agreement']:.2f} %")
+
+
+def write_inputs(images: ImageSet, pre: Preprocess, path: Path) -> Path:
+    """Every image preprocessed, float32 (N, C, H, W), as an .npy; filled batch by batch, as it can be large."""
+    out = None
+    for start, x in zip(range(0, len(images), ACCURACY_BATCH), images.batches(pre, ACCURACY_BATCH)):
+        if out is None:
+            out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(images), *x.shape[1:]))
+        out[start : start + len(x)] = x
+    out.flush()
+    return path
+
+
+def _input_batch(images: ImageSet, pre: Preprocess, batch: int) -> np.ndarray:
+    """A real input batch (cycling the eval images if there are fewer than `batch`)."""
+    return np.stack([images.load(i % len(images), pre) for i in range(batch)])
+
+
+def _outputs(int8, ref, images: ImageSet, pre: Preprocess, name: str) -> tuple[np.ndarray, np.ndarray]:
+    a, b = [], []
+    with progress(len(images), f"{name}: accuracy", "img") as bar:
+        for x in images.batches(pre, ACCURACY_BATCH):
+            a.append(int8(x))
+            b.append(ref(x))
+            bar.update(len(x))
+    return np.concatenate(a), np.concatenate(b)
+
+
+def accuracy(a: np.ndarray, b: np.ndarray, labels) -> dict:
+    """Metrics of int8 logits `a` against the fp32 reference's `b` and, where there are labels, the labels."""
+    out = {"top1": None, "top5": None, "reference_top1": None, "agreement": metrics.agreement(a, b),
+           "cosine": metrics.cosine(a, b), "worst_class_drop_points": None, "labelled": labels is not None}
+    if labels is not None:
+        labels = np.asarray(labels)
+        out.update(top1=metrics.topk(a, labels), reference_top1=metrics.topk(b, labels))
+        if a.shape[1] > 5:
+            out.update(top5=metrics.topk(a, labels, 5), reference_top5=metrics.topk(b, labels, 5))
+        pairs = zip(metrics.per_class_top1(b, labels, a.shape[1]), metrics.per_class_top1(a, labels, a.shape[1]))
+        drops = [r - q for r, q in pairs if r is not None and q is not None]
+        out["worst_class_drop_points"] = 100 * max(drops) if drops else None
+    return out
+
+
+def gates(result: dict, max_drop, max_latency_ms, min_speedup) -> list[dict]:
+    """Each requested gate: {"name", "limit", "value", "status": passed | failed | not checked, "passed"}.
+    A gate whose value cannot be measured on this target (a latency where the runtime is emulated) is "not
+    checked": shown with its reason, and it neither passes nor fails the target."""
+    out = []
+    acc = result["accuracy"]
+    if max_drop is not None:
+        # With labels: top-1 points lost vs the fp32 reference; without: points of disagreement with it.
+        value = (100 * (acc["reference_top1"] - acc["top1"]) if acc["labelled"] else 100 * (1 - acc["agreement"]))
+        out.append(_gate("max_drop_points", max_drop, value, value <= max_drop))
+    lat = result["latency_ms"]
+    if max_latency_ms is not None:
+        value = None if lat is None else lat["p50"]
+        out.append(_gate("max_latency_ms_p50", max_latency_ms, value, value is not None and value <= max_latency_ms))
+    if min_speedup is not None:
+        value = result["speedup_vs_reference"]
+        out.append(_gate("min_speedup_vs_reference", min_speedup, value, value is not None and value >= min_speedup))
+    for gate in out:
+        if gate["value"] is None:
+            gate.update(status="not checked", passed=None, reason=f"no latency measured: {result['runtime']}")
+    return out
+
+
+def _gate(name: str, limit: float, value, ok: bool) -> dict:
+    return {"name": name, "limit": limit, "value": value, "status": "passed" if ok else "failed", "passed": ok}
