@@ -24,7 +24,8 @@ from typing import Callable
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from tqdm import tqdm
+
+from .progress import progress
 
 MEANS_BATCH = 4  # intermediate activations of every Conv input are held at once: keep the batch small
 MAX_IMAGES = 256  # per-channel means settle long before this
@@ -44,7 +45,7 @@ def conv_input_means(fp32_onnx: Path, images, pre, input_name: str) -> dict[str,
     names = [o.name for o in session.get_outputs()]
     subset = images.sample(min(len(images), MAX_IMAGES), 0)
     sums: dict[str, np.ndarray] = {}
-    with tqdm(total=len(subset), desc="bias correction statistics", unit="img", leave=False, dynamic_ncols=True) as bar:
+    with progress(len(subset), "bias correction statistics", "img") as bar:
         for x in subset.batches(pre, MEANS_BATCH):
             outs = dict(zip(names, session.run(None, {input_name: x})))
             outs.update({name: x for name in graph_inputs})

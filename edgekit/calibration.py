@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .data import ImageSet, Preprocess
 from .export import INPUT_NAME
+from .progress import progress
 
 METHODS = ("minmax", "percentile", "entropy")
 CALIB_BATCH = 16
@@ -32,7 +32,7 @@ class ImageReader:
 
     def __init__(self, images: ImageSet, pre: Preprocess, desc: str, batch: int = CALIB_BATCH) -> None:
         self._batches = images.batches(pre, batch)
-        self._bar = tqdm(total=len(images), desc=desc, unit="img", leave=False, dynamic_ncols=True)
+        self._bar = progress(len(images), desc, "img")
 
     def get_next(self) -> dict | None:
         x = next(self._batches, None)

@@ -1,13 +1,15 @@
 """Named datasets that edgekit knows how to find offline, and the IDX reader they need.
 
 `fashion-mnist:test` resolves to the Debian package `dataset-fashion-mnist` (the full 10k test set)
-when it is installed, else to the 2,000-image subset shipped in the repository, so the bundled
-default runs on a machine without apt and gives the full-size figure on one with it.
+when it is installed, else to the 2,000-image subset shipped inside the package (edgekit/bundled/, declared
+as package data, so a plain `pip install .` carries it too), so the bundled default runs on a machine without
+apt and gives the full-size figure on one with it.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +17,11 @@ from pathlib import Path
 import numpy as np
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_FASHION_EVAL = REPO_ROOT / "data" / "fashion_mnist_eval.npz"
+# Next to this module, not in the checkout: an installed (non-editable) edgekit has no repository around it.
+BUNDLED_FASHION_EVAL = Path(__file__).resolve().parent / "bundled" / "fashion_mnist_eval.npz"
+# Set to 1 to ignore the Debian datasets and take the bundled subset: how a test exercises the fallback on a
+# machine that has the package. Read at each call, so setting it in-process works too.
+NO_SYSTEM_DATASETS_ENV = "EDGEKIT_NO_SYSTEM_DATASETS"
 
 FASHION_MNIST_CLASSES = (
     "T-shirt_top", "Trouser", "Pullover", "Dress", "Coat",
@@ -49,11 +54,15 @@ class NamedArrays:
     source: str
 
 
+def system_datasets_enabled() -> bool:
+    return os.environ.get(NO_SYSTEM_DATASETS_ENV, "").strip().lower() in ("", "0", "false", "no")
+
+
 def fashion_mnist(split: str) -> NamedArrays:
     prefix = {"train": "train", "test": "t10k"}[split]
     images_path = DEBIAN_FASHION_MNIST / f"{prefix}-images-idx3-ubyte.gz"
     labels_path = DEBIAN_FASHION_MNIST / f"{prefix}-labels-idx1-ubyte.gz"
-    if images_path.exists() and labels_path.exists():
+    if system_datasets_enabled() and images_path.exists() and labels_path.exists():
         return NamedArrays(
             read_idx(images_path), read_idx(labels_path).astype(np.int64),
             FASHION_MNIST_CLASSES, str(images_path),

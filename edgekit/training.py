@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .errors import EdgekitError
 from .kd import kd_loss
+from .progress import track
 
 CHECKPOINT_KIND = "edgekit-distill-checkpoint"
 CHECKPOINT_KEYS = {"run", "epoch", "model", "optimizer", "scheduler", "history"}
@@ -99,7 +99,7 @@ def augment(x: torch.Tensor, pad: int, fill: torch.Tensor) -> torch.Tensor:
 def teacher_logits(teacher, x: torch.Tensor, show: bool) -> torch.Tensor:
     """(N, classes) logits of the teacher on every image, computed once (used when nothing is augmented)."""
     chunks = [teacher(x[i : i + TEACHER_BATCH]) for i in
-              tqdm(range(0, len(x), TEACHER_BATCH), desc="teacher logits", leave=False, disable=not show)]
+              track(range(0, len(x), TEACHER_BATCH), "teacher logits", "batch", enabled=show)]
     return torch.cat(chunks).float()
 
 
@@ -198,8 +198,7 @@ def train(student: torch.nn.Module, teacher, x: torch.Tensor, labels: torch.Tens
         order = torch.tensor(list(sampler))
         student.train()
         t0, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch", leave=False,
-                   dynamic_ncols=True, disable=not dist.main)
+        bar = track(range(steps), f"epoch {epoch + 1}/{opts.epochs}", "batch", enabled=dist.main)
         for step in bar:
             idx = order[step * opts.batch : (step + 1) * opts.batch]
             xb = augment(x[idx], pad, fill) if opts.augment else x[idx]  # (B, C, H, W)

@@ -1,8 +1,9 @@
 """Write the real Fashion-MNIST data shipped in the repository (needs Debian's `dataset-fashion-mnist`).
 
 - calibration/<class>/*.png: 32 training images per class (320), chosen with a fixed seed.
-- data/fashion_mnist_eval.npz: 200 test images per class (2,000) with labels and class names, so the
-  bundled default evaluates without apt; `fashion-mnist:test` uses all 10k when the package is present.
+- edgekit/bundled/fashion_mnist_eval.npz: 200 test images per class (2,000) with labels and class names, so
+  the bundled default evaluates without apt (package data: an installed edgekit carries it);
+  `fashion-mnist:test` uses all 10k when the package is present.
 Fashion-MNIST is MIT-licensed (Zalando SE, 2017), which allows shipping these subsets.
 """
 
@@ -32,9 +33,9 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(train.images[i]).save(folder / f"train_{i:05d}.png", optimize=True)
     idx = balanced_indices(test.labels, EVAL_PER_CLASS, rng)
-    Path("data").mkdir(exist_ok=True)
-    np.savez_compressed("data/fashion_mnist_eval.npz", images=test.images[idx], labels=test.labels[idx].astype(np.uint8),
-                        classes=np.array(FASHION_MNIST_CLASSES), test_indices=idx)
+    Path("edgekit/bundled").mkdir(exist_ok=True)
+    np.savez_compressed("edgekit/bundled/fashion_mnist_eval.npz", images=test.images[idx],
+                        labels=test.labels[idx].astype(np.uint8), classes=np.array(FASHION_MNIST_CLASSES), test_indices=idx)
     print(f"wrote {CALIB_PER_CLASS * 10} calibration PNGs and {len(idx)} eval images")
 
 

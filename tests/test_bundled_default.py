@@ -8,6 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from edgekit.cli import main
+from edgekit.datasets import BUNDLED_FASHION_EVAL
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -17,7 +18,7 @@ def test_bundled_teacher_quantizes_within_budget(tmp_path):
     # is installed). Percentile calibration on the 320 shipped calibration PNGs, as the main job does.
     result = CliRunner().invoke(main, [
         "quantize", str(REPO / "models" / "fashion_resnet.pt2"), "--calib", str(REPO / "calibration"),
-        "--eval", str(REPO / "data" / "fashion_mnist_eval.npz"), "--mean", "0.286", "--std", "0.353",
+        "--eval", str(BUNDLED_FASHION_EVAL), "--mean", "0.286", "--std", "0.353",
         "--workdir", str(tmp_path / "ws"), "--json",
     ])
     assert result.exit_code == 0, result.output
