@@ -90,8 +90,8 @@ def load_model(path: str | Path, arch: str | None = None, trust_pickle: bool = F
     except (RuntimeError, zipfile.BadZipFile, KeyError, EOFError, ValueError) as e:
         raise EdgekitError(f"cannot load {path} as {fmt}: {_first_line(e)}",
                            "the file may be truncated or from an incompatible torch version; re-save it") from None
-    if fmt == "legacy_pickle" and not trust_pickle:
-        raise _pickle_refused(path)
+    # Safety is decided by what torch's restricted unpickler accepts (tensors, numbers, containers), not by the
+    # container format: a legacy (pre-zip) checkpoint of plain weights is as safe to read as a new one.
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
