@@ -150,6 +150,44 @@ class ImageSet:
             return img.size[1], img.size[0]
 
 
+GREY_MODES = {"1", "L", "I", "I;16", "F"}
+ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+def conversions(images: ImageSet, pre: Preprocess) -> list[str]:
+    """What preprocessing will change in these images to feed the model, with counts, read from the file headers
+    only (cheap): channel conversions (grey -> RGB, RGB -> grey, alpha dropped, palette expanded) and resizes
+    from another size. Printed once by the stage, so no conversion is silent."""
+    modes: dict[str, int] = {}
+    sizes: dict[tuple[int, int], int] = {}
+    for item in images.items:
+        if isinstance(item, np.ndarray):
+            grey = item.ndim == 2 or (item.ndim == 3 and 1 in (item.shape[0], item.shape[-1]))
+            mode = "L" if grey else "RGB"
+            hw = item.shape[:2] if item.ndim == 2 or item.shape[-1] in (1, 3) else item.shape[1:3]
+        else:
+            with Image.open(item) as img:
+                mode, hw = img.mode, (img.size[1], img.size[0])
+        modes[mode] = modes.get(mode, 0) + 1
+        sizes[tuple(int(v) for v in hw)] = sizes.get(tuple(int(v) for v in hw), 0) + 1
+    n, notes = len(images), []
+    if pre.channels == 3 and (grey := sum(c for m, c in modes.items() if m in GREY_MODES | {"LA", "La"})):
+        notes.append(f"{grey} of {n} images are greyscale: each replicated to the model's 3 channels")
+    if pre.channels == 1 and (colour := sum(c for m, c in modes.items() if m not in GREY_MODES | {"LA", "La"})):
+        notes.append(f"{colour} of {n} images are colour: converted to greyscale (ITU-R 601 luma) for the 1-channel model")
+    if alpha := sum(c for m, c in modes.items() if m in ALPHA_MODES):
+        notes.append(f"{alpha} of {n} images have an alpha channel: dropped (transparent pixels keep their colour)")
+    if palette := modes.get("P", 0):
+        notes.append(f"{palette} of {n} images are palette images: expanded to {'grey' if pre.channels == 1 else 'RGB'}")
+    other = {hw: c for hw, c in sizes.items() if hw != (pre.height, pre.width)}
+    if other:
+        shown = ", ".join(f"{h}x{w} ({c})" for (h, w), c in sorted(other.items(), key=lambda kv: -kv[1])[:3])
+        short = pre.resize or max(pre.height, pre.width)
+        notes.append(f"{sum(other.values())} of {n} images are not {pre.height}x{pre.width} ({shown}"
+                     f"{', ...' if len(other) > 3 else ''}): short side resized to {short}, then centre-cropped")
+    return notes
+
+
 def open_images(spec: str | Path, what: str) -> ImageSet:
     """An ImageSet from a folder, an .npy/.npz file, or a named dataset (`fashion-mnist:test`)."""
     from .datasets import NAMED

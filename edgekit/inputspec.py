@@ -22,6 +22,8 @@ class ModelInputs:
     input_shape: "N,C,H,W" when the model file does not say (TorchScript, state_dict).
     size: "224" or "H,W"; channels: 1 or 3; mean/std: per channel on the 0..1 scale ("0.5" or "0.485,0.456,0.406");
     resize: the short side before the centre crop. None everywhere: what the model says, else the defaults.
+    pixel_range: the scale mean/std are given on: 1 (edgekit's, torchvision's) or 255 (Caffe/mmcv configs, e.g.
+        mean 123.675,116.28,103.53 std 58.395,57.12,57.375); 255 divides them by 255.
     """
 
     arch: str | None = None
@@ -32,8 +34,12 @@ class ModelInputs:
     mean: str | float | None = None
     std: str | float | None = None
     resize: int | None = None
+    pixel_range: int = 1
 
     def __post_init__(self) -> None:
+        if self.pixel_range not in (1, 255):
+            raise EdgekitError(f"--pixel-range must be 1 or 255, got {self.pixel_range}",
+                               "1: mean/std on the 0..1 scale (default); 255: on the 0..255 scale")
         if self.channels is not None and self.channels not in (1, 3):
             raise EdgekitError(f"--channels must be 1 (grey) or 3 (RGB), got {self.channels}",
                                "drop it to use the model's own")
@@ -42,7 +48,7 @@ class ModelInputs:
         """What the result depends on, normalized (0.5 and "0.5" are the same mean), for stage keys."""
         return {"arch": self.arch, "input_shape": parse_shape(self.input_shape), "size": parse_size(self.size),
                 "channels": self.channels, "mean": parse_floats(_text(self.mean), "mean"),
-                "std": parse_floats(_text(self.std), "std"), "resize": self.resize}
+                "std": parse_floats(_text(self.std), "std"), "resize": self.resize, "pixel_range": self.pixel_range}
 
 
 def _text(value) -> str | None:
@@ -104,7 +110,8 @@ def resolve_preprocess(model: LoadedModel, images: ImageSet, inputs: ModelInputs
         hw = images.first_image_size()
         notes.append(f"size: {hw[0]}x{hw[1]} (from the first calibration image; pass --size to change)")
 
-    mean_v, std_v = parse_floats(mean, "mean"), parse_floats(std, "std")
+    mean_v, std_v = scaled(parse_floats(mean, "mean"), inputs.pixel_range), scaled(parse_floats(std, "std"), inputs.pixel_range)
+    check_scale(mean_v, std_v, mean, std)
     if mean_v is None or std_v is None:
         notes.append(
             f"normalization: mean {_fmt(mean_v or DEFAULT_MEAN)}, std {_fmt(std_v or DEFAULT_STD)}"
@@ -112,6 +119,23 @@ def resolve_preprocess(model: LoadedModel, images: ImageSet, inputs: ModelInputs
         )
     pre = Preprocess(int(hw[0]), int(hw[1]), int(c), mean_v or DEFAULT_MEAN, std_v or DEFAULT_STD, resize)
     return pre, notes
+
+
+def scaled(values: tuple[float, ...] | None, pixel_range: int) -> tuple[float, ...] | None:
+    return None if values is None else tuple(v / pixel_range for v in values)
+
+
+def check_scale(mean: tuple[float, ...] | None, std: tuple[float, ...] | None, mean_text, std_text) -> None:
+    """mean/std belong on the 0..1 pixel scale. Values copied from a 0..255 config (Caffe, mmcv: mean 123.7,
+    std 58.4) would normalize every pixel to about -2 and give a model that sees nothing; fp32 and int8 then agree
+    on garbage and an accuracy-drop gate passes. Above 1 is refused, with the values divided for the user."""
+    too_big = [(name, v, t) for name, v, t in (("mean", mean, mean_text), ("std", std, std_text)) if v and max(v) > 1]
+    if not too_big:
+        return
+    fixed = " ".join(f"--{name} {','.join(f'{x / 255:.4g}' for x in v)}" for name, v, _ in too_big)
+    given = " ".join(f"--{name} {t}" for name, _, t in too_big)
+    raise EdgekitError(f"{given}: that is the 0..255 pixel scale, but edgekit's mean/std are on the 0..1 scale",
+                       f"divide by 255 ({fixed}), or keep the values and add --pixel-range 255")
 
 
 def _fmt(values: tuple[float, ...]) -> str:

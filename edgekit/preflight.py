@@ -47,3 +47,19 @@ def not_int8(target: str, precision: dict[str, str], hint: str) -> list[str]:
     if not outside:
         return []
     return [f"{target}: not int8 there: {', '.join(outside)}; {hint}".rstrip("; ")]
+
+
+# A labelled eval whose fp32 top-1 is below this many times chance (1 / classes) means the model is not seeing
+# what it was trained on; 1.5x keeps a weak-but-working 10-class model (20 %+) clear of it.
+CHANCE_FACTOR = 1.5
+
+
+def near_chance(top1: float | None, num_classes: int) -> str | None:
+    """A warning when the fp32 model's own top-1 on labelled images is about chance: then every int8-vs-fp32 figure
+    (agreement, drop) compares two broken pipelines and a --max-drop gate passes for nothing."""
+    if top1 is None or num_classes < 2 or top1 > CHANCE_FACTOR / num_classes:
+        return None
+    return (f"the fp32 model's own top-1 is {100 * top1:.1f} %, about chance for {num_classes} classes "
+            f"({100 / num_classes:.1f} %): its inputs are probably not prepared as in training. Check the label order "
+            "(class sub-folders sort alphabetically), --mean/--std (0..1 scale), the channel order (RGB) and the "
+            "size; int8-vs-fp32 figures mean nothing until this is fixed")

@@ -19,7 +19,7 @@ import onnx
 
 from . import fallback, metrics, preflight, sensitivity, stage_keys
 from .calibration import METHODS, Calibration, calibrate
-from .data import ImageSet, open_images
+from .data import ImageSet, conversions, open_images
 from .errors import EdgekitError
 from .export import export_onnx, torch_forward
 from .inputspec import ModelInputs, resolve_preprocess
@@ -65,6 +65,7 @@ def quantize(
     batch: int = EVAL_BATCH,
     threads: int = 0,
     max_drop: float | None = None,
+    strict: bool = False,
     force: bool = False,
     log=print,
 ) -> dict:
@@ -78,7 +79,8 @@ def quantize(
     method: "percentile" (default), "minmax", "entropy" or "auto" (try each, keep the best on held-out images).
     calib_size: calibration images used (sampled with `seed`). batch/threads: evaluation batch, ONNX Runtime threads.
     max_drop: accuracy budget in top-1 points; the most sensitive layers stay in float until the drop fits.
-    log: where progress lines go.
+    strict: an fp32 top-1 about chance on labelled eval images (preprocessing or labels wrong) is an error, not a
+        warning. log: where progress lines go.
 
     Writes model.fp32.onnx, model.int8.onnx, calibration.json, quantize.json into the workspace, removing compiled
     targets and the report of an earlier model; returns the quantize.json content.
@@ -90,11 +92,11 @@ def quantize(
     ws = Workspace(workdir)
     ws.read_manifest()  # refuse a foreign/hand-edited workspace before doing any work
     with ws.writing(create=True, force=force):
-        return _quantize(ws, model, calib, eval, inputs, opts, max_drop, log)
+        return _quantize(ws, model, calib, eval, inputs, opts, max_drop, strict, log)
 
 
 def _quantize(ws: Workspace, model, calib, eval, inputs: ModelInputs, opts: QuantizeOptions, max_drop,  # noqa: A002
-              log) -> dict:
+              strict: bool, log) -> dict:
     seed, threads = opts.seed, opts.threads
     loaded = load_model(model, arch=inputs.arch, trust_pickle=inputs.trust_pickle)
     inputs_key = stage_keys.quantize_key(sha256_of(loaded.path), calib, eval, inputs.identity(), opts.method,
@@ -114,6 +116,10 @@ def _quantize(ws: Workspace, model, calib, eval, inputs: ModelInputs, opts: Quan
     calib_set, eval_set, eval_label = split_images(calib_set, eval_set, opts.calib_size, seed)
     log(f"calibration: {len(calib_set)} images from {calib}, method {opts.method}")
     log(f"eval: {eval_label}")
+    converted = {"calibration": conversions(calib_set, pre), "eval": conversions(eval_set, pre)}
+    for what, notes in converted.items():
+        for note in notes:
+            log(f"  note: {what}: {note}")
 
     with ws.stage("quantize") as stage:
         fp32_path, int8_path = stage.path("model.fp32.onnx"), stage.path("model.int8.onnx")
@@ -133,6 +139,12 @@ def _quantize(ws: Workspace, model, calib, eval, inputs: ModelInputs, opts: Quan
 
         logits = run_models({"fp32": OrtModel(fp32_path, threads), "int8": OrtModel(int8_path, threads)},
                             eval_set, pre, opts.batch, "evaluating fp32 + int8")
+        labels = np.asarray(eval_set.labels) if eval_set.labels is not None else None
+        chance = preflight.near_chance(metrics.topk(logits["fp32"], labels) if labels is not None else None, num_classes)
+        if chance and strict:
+            raise EdgekitError(chance, "fix the preprocessing or the labels (without --strict this is a warning)")
+        if chance:
+            log(f"  WARNING: {chance}")
         sens_x = sensitivity.sample_images(eval_set, pre)
         sens = sensitivity.layer_sensitivity(
             fp32_path, sens_x, lambda src, out, nodes: quantize_qdq(src, out, cal, nodes_to_quantize=nodes), threads)
@@ -147,8 +159,10 @@ def _quantize(ws: Workspace, model, calib, eval, inputs: ModelInputs, opts: Quan
         report["sensitivity"] = sensitivity.summary(sens, len(sens_x))
         if auto:
             report["calibration"]["auto"] = auto
-        report["warnings"] = preflight.depthwise_per_tensor(onnx.load(str(int8_path))) + preflight.cpu_without_dot_product()
-        for warning in report["warnings"]:
+        report["input_conversions"] = converted
+        report["warnings"] = ([chance] if chance else []) + preflight.depthwise_per_tensor(
+            onnx.load(str(int8_path))) + preflight.cpu_without_dot_product()
+        for warning in report["warnings"][1 if chance else 0:]:  # the chance warning was said above, loudly
             log(f"  warning: {warning}")
         report["fallback"] = fb and {**fb, "size_bytes": int8_path.stat().st_size}
         write_json_atomic(stage.path("sensitivity.json"), {"images": len(sens_x), "layers": sens})
