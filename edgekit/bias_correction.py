@@ -44,16 +44,20 @@ def conv_input_means(fp32_onnx: Path, images, pre, input_name: str) -> dict[str,
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     subset = images.sample(min(len(images), MAX_IMAGES), 0)
+    fixed = session.get_inputs()[0].shape[0]
+    fixed = fixed if isinstance(fixed, int) and fixed > 0 else None  # a graph that fixes its batch gets exactly it
     sums: dict[str, np.ndarray] = {}
+    count = 0
     with progress(len(subset), "bias correction statistics", "img") as bar:
-        for x in subset.batches(pre, MEANS_BATCH):
+        for x in subset.batches(pre, fixed or MEANS_BATCH, exact=fixed is not None):
             outs = dict(zip(names, session.run(None, {input_name: x})))
             outs.update({name: x for name in graph_inputs})
             for t in tensors:
                 s = outs[t].astype(np.float64).mean(axis=tuple(range(2, outs[t].ndim))).sum(axis=0)  # (C,)
                 sums[t] = sums.get(t, 0) + s
+            count += len(x)
             bar.update(len(x))
-    return {t: (v / len(subset)).tolist() for t, v in sums.items()}
+    return {t: (v / count).tolist() for t, v in sums.items()}
 
 
 def quantize_bias_corrected(fp32_onnx: Path, build: Callable[[Path], None], int8_onnx: Path,

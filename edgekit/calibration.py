@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import ImageSet, Preprocess
-from .export import INPUT_NAME
+from .export import INPUT_NAME, fixed_batch
 from .progress import progress
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -30,8 +30,9 @@ CALIB_BATCH = 16
 class ImageReader:
     """ORT CalibrationDataReader over an ImageSet: one preprocessed batch per `get_next()`, with progress."""
 
-    def __init__(self, images: ImageSet, pre: Preprocess, desc: str, batch: int = CALIB_BATCH) -> None:
-        self._batches = images.batches(pre, batch)
+    def __init__(self, images: ImageSet, pre: Preprocess, desc: str, batch: int = CALIB_BATCH,
+                 exact: bool = False) -> None:
+        self._batches = images.batches(pre, batch, exact)
         self._bar = progress(len(images), desc, "img")
 
     def get_next(self) -> dict | None:
@@ -109,8 +110,11 @@ def calibrate(fp32_onnx: Path, images: ImageSet, pre: Preprocess, method: str) -
             calibrate_method=_ort_method(method), extra_options=dict(options),
         )
         # ORT's histogram collector stacks per-batch outputs and needs equal batch sizes: feed those
-        # methods one image at a time. MinMax only reduces, so it takes batches.
-        reader = ImageReader(images, pre, f"calibrating ({method})", batch=CALIB_BATCH if method == "minmax" else 1)
+        # methods one image at a time. MinMax only reduces, so it takes batches. A graph with a fixed batch gets
+        # exactly that many images per run, whatever the method.
+        fixed = fixed_batch(Path(fp32_onnx))
+        batch = fixed or (CALIB_BATCH if method == "minmax" else 1)
+        reader = ImageReader(images, pre, f"calibrating ({method})", batch=batch, exact=fixed is not None)
         # ORT's histogram calibrators print their progress and settings to stdout; keep the table clean.
         with contextlib.redirect_stdout(io.StringIO()):
             calibrator.collect_data(reader)

@@ -133,10 +133,13 @@ class ImageSet:
         with Image.open(item) as img:
             return pre.apply_pil(img)
 
-    def batches(self, pre: Preprocess, batch: int) -> Iterator[np.ndarray]:
-        """(B, C, H, W) float32 batches. Files that fail to decode here were already vetted in `open_images`."""
+    def batches(self, pre: Preprocess, batch: int, exact: bool = False) -> Iterator[np.ndarray]:
+        """(B, C, H, W) float32 batches. Files that fail to decode here were already vetted in `open_images`.
+        exact: every batch holds exactly `batch` images, the last one filled up from the first images again: what a
+        graph whose batch size is fixed needs, for statistics that real repeated images skew far less than zeros."""
         for start in range(0, len(self), batch):
-            yield np.stack([self.load(i, pre) for i in range(start, min(start + batch, len(self)))])
+            stop = start + batch if exact else min(start + batch, len(self))
+            yield np.stack([self.load(i % len(self), pre) for i in range(start, stop)])
 
     def first_image_size(self) -> tuple[int, int] | None:
         """(H, W) of the first image: the natural input size when neither model nor user gives one."""

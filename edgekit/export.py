@@ -39,6 +39,23 @@ class ExportCheck:
                 "samples": self.samples, "exporter": self.exporter, "opset": OPSET}
 
 
+def fixed_batch(onnx_path: Path) -> int | None:
+    """The batch size an ONNX model's input fixes (an ExportedProgram saved with torch.export's defaults pins it),
+    or None when the batch dimension is dynamic."""
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    dim = graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+
+
+def example_batch(model: LoadedModel, input_shape: tuple[int, ...] | None) -> int:
+    """How many images to trace, check and export with: --input-shape's N always wins; else the batch the model
+    file fixes; else 2 (a batch of one would let torch.export specialize the batch dimension to 1)."""
+    if input_shape is not None:
+        return input_shape[0]
+    recorded = model.input_shape[0] if model.input_shape else -1
+    return recorded if recorded > 0 else 2
+
+
 def torch_forward(model: LoadedModel, x: np.ndarray) -> np.ndarray:
     """Run the torch model on a batch; a shape or channel mismatch becomes a clear EdgekitError."""
     import torch

@@ -9,7 +9,8 @@ runtime is ever interrupted. The watcher runs the cleanups the running stage reg
 workspace folder it made), in reverse order, and leaves with os._exit, so nothing of the runtimes' teardown runs
 either. A stage's commit (files moved in, then the manifest) is a `critical()` section: an interrupt during it
 waits until the commit is complete, so the workspace is always before or after the stage, never between.
-Subprocesses are started with the signals unblocked again (`child_unblock`), so Ctrl-C reaches them as usual.
+Subprocesses (ssh, scp, polygraphy) inherit the blocked mask, so Ctrl-C does not reach them: the watcher ends
+them itself (SIGKILL to this process's children) before it exits.
 
 Library callers (`import edgekit`) keep Python's default: KeyboardInterrupt, with the same `finally` cleanups.
 """
@@ -22,6 +23,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -46,7 +48,8 @@ def install() -> None:
 
 
 def child_unblock() -> None:
-    """subprocess preexec_fn: a child gets the usual signal mask back (it inherited ours)."""
+    """subprocess preexec_fn that gives a child the usual signal mask back. Rarely worth it: a preexec_fn makes
+    subprocess fork the whole (multithreaded) process instead of using vfork; _exit kills children anyway."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
@@ -106,7 +109,23 @@ def remove_tree(path) -> None:
             return
 
 
+def _children() -> list[int]:
+    """This process's child processes (Linux /proc; elsewhere none are known)."""
+    pids = []
+    for task in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        try:
+            pids += [int(p) for p in task.read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
 def _exit() -> None:
+    for pid in _children():  # they inherited our blocked SIGINT/SIGTERM: only SIGKILL ends them
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
     for cleanup in reversed(list(_cleanups)):
         try:
             cleanup()

@@ -21,8 +21,8 @@ from . import fallback, metrics, preflight, sensitivity, stage_keys
 from .calibration import METHODS, Calibration, calibrate
 from .data import ImageSet, conversions, open_images
 from .errors import EdgekitError
-from .export import export_onnx, torch_forward
-from .inputspec import ModelInputs, resolve_preprocess
+from .export import example_batch, export_onnx, fixed_batch, torch_forward
+from .inputspec import ModelInputs, parse_shape, resolve_preprocess
 from .method_choice import choose_method
 from .model import count_params, load_model, sha256_of
 from .ort_runner import OrtModel, run_models
@@ -104,7 +104,8 @@ def _quantize(ws: Workspace, model, calib, eval, inputs: ModelInputs, opts: Quan
     calib_set = open_images(calib, "calibration")
     eval_set = open_images(eval, "eval") if eval is not None else None
     pre, notes = resolve_preprocess(loaded, calib_set, inputs)
-    example = np.stack([calib_set.load(i, pre) for i in range(min(2, len(calib_set)))])
+    batch = example_batch(loaded, parse_shape(inputs.input_shape))
+    example = np.stack([calib_set.load(i % len(calib_set), pre) for i in range(batch)])
     torch_forward(loaded, example)  # a wrong shape or channel count fails here, before any work
     log(f"model: {loaded.path} ({loaded.format.replace('_', ' ')}, {count_params(loaded.module):,} parameters)")
     log(f"input: {pre.describe()}")
@@ -171,7 +172,9 @@ def _quantize(ws: Workspace, model, calib, eval, inputs: ModelInputs, opts: Quan
         committed = stage.commit(
             {
                 "source": loaded.describe(),
-                "input": {"name": "input", "shape": [None, pre.channels, pre.height, pre.width], "num_classes": num_classes},
+                # batch None: any; a number: the model fixes it and every runner feeds it that many per call
+                "input": {"name": "input", "shape": [fixed_batch(fp32_path), pre.channels, pre.height, pre.width],
+                          "num_classes": num_classes},
                 "preprocess": pre.to_dict(),
                 "classes": list(eval_set.classes) if eval_set.classes else None,
                 "calibration_data": {"path": data_ref(calib),

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from .board import runner as board_runner
-from . import interrupt
 from .errors import EdgekitError
 
 SSH_OPTS_ENV = "EDGEKIT_SSH_OPTS"  # extra ssh/scp options, e.g. "-o ProxyJump=gateway"
@@ -94,15 +93,14 @@ class Ssh:
         return ["ssh", *self.options, *(["-p", str(self.port)] if self.port else []), "--", self.dest, remote_command]
 
     def run(self, remote_command: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self.command(remote_command), capture_output=True, text=True,
-                              preexec_fn=interrupt.child_unblock)
+        proc = subprocess.run(self.command(remote_command), capture_output=True, text=True)
         if proc.returncode == SSH_FAILED:
             raise self.unreachable(proc.stderr)
         return proc
 
     def copy(self, sources: list[str], target: str, what: str) -> None:
         argv = ["scp", "-q", "-r", *self.options, *(["-P", str(self.port)] if self.port else []), "--", *sources, target]
-        proc = subprocess.run(argv, capture_output=True, text=True, preexec_fn=interrupt.child_unblock)
+        proc = subprocess.run(argv, capture_output=True, text=True)
         if proc.returncode != 0:
             raise EdgekitError(f"copying {what} {self.spec} failed: {last_line(proc.stderr) or proc.returncode}",
                                "check the disk space and permissions there")
@@ -156,8 +154,7 @@ def run_remote(host: str, target_dir: Path, pair, inputs: Path, *, batch: int, t
                                  "fp32": np.load(back / "fp32.npy", allow_pickle=False)}
             return result
     finally:
-        subprocess.run(ssh.command(f"rm -rf {shlex.quote(remote_dir)}"), capture_output=True,
-                       preexec_fn=interrupt.child_unblock)
+        subprocess.run(ssh.command(f"rm -rf {shlex.quote(remote_dir)}"), capture_output=True)
 
 
 def _prepare(ssh: Ssh, python: str, module: str) -> str:
@@ -198,8 +195,7 @@ def _artifacts(folder: Path, names) -> list[Path]:
 
 def _run_streaming(ssh: Ssh, remote_command: str, log) -> None:
     """Runs the remote bench with its output streamed to `log`; a failure raises with its last line."""
-    proc = subprocess.Popen(ssh.command(remote_command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=interrupt.child_unblock)
+    proc = subprocess.Popen(ssh.command(remote_command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     last = ""
     for line in proc.stdout:
         if line.strip():

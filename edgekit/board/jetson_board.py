@@ -14,6 +14,7 @@ import numpy as np
 
 from . import BoardError
 from .ort_session import CPU, OrtSession
+from .timing import any_batch
 
 RUNTIME_MODULE = "onnxruntime"
 TRT, CUDA = "TensorrtExecutionProvider", "CUDAExecutionProvider"
@@ -65,11 +66,14 @@ class EngineModel:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        self.max_batch = self.engine.get_tensor_profile_shape(self.input, 0)[2][0]
+        static = self.engine.get_tensor_shape(self.input)[0]  # -1 when the batch is dynamic
+        self.fixed_batch = static if static > 0 else None
+        self.max_batch = self.fixed_batch or self.engine.get_tensor_profile_shape(self.input, 0)[2][0]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        # The profile caps the batch: larger batches run in chunks.
-        return np.concatenate([self._run(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)])
+        # The profile (or a static batch) caps the batch: larger batches run in chunks, a static one padded.
+        run = any_batch(self._run, self.fixed_batch)
+        return np.concatenate([run(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)])
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         import torch

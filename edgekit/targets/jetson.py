@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .. import interrupt
 from ..errors import EdgekitError
 from ..bias_correction import quantize_bias_corrected
 from ..calibration import Calibration, quantize_with_ranges
@@ -98,10 +97,11 @@ class JetsonTarget:
         shutil.copyfile(ctx.fp32_onnx, ctx.out_dir / FP32_ONNX)
 
         input_name = ctx.manifest["input"]["name"]
-        opt_batch = int(ctx.options.get("batch", 1))
-        max_batch = max(opt_batch, MAX_BATCH_FLOOR)
+        fixed = ctx.manifest["input"]["shape"][0]  # a model that fixes its batch gets an engine of exactly that batch
+        opt_batch = fixed or int(ctx.options.get("batch", 1))
+        max_batch = fixed or max(opt_batch, MAX_BATCH_FLOOR)
         chw = (ctx.preprocess.channels, ctx.preprocess.height, ctx.preprocess.width)
-        command = trtexec_command(input_name, chw, opt_batch, max_batch)
+        command = trtexec_command(input_name, chw, opt_batch, max_batch, dynamic=fixed is None)
         write_build_script(ctx.out_dir / BUILD_SCRIPT, command)
 
         model = onnx.load(str(qdq_path))
@@ -118,7 +118,7 @@ class JetsonTarget:
 
             versions["tensorrt"] = trt.__version__
             try:
-                build_engine(qdq_path, ctx.out_dir / ENGINE, input_name, chw, opt_batch, max_batch)
+                build_engine(qdq_path, ctx.out_dir / ENGINE, input_name, chw, opt_batch, max_batch, dynamic=fixed is None)
                 files["engine"] = ENGINE
                 engine = f"built: {ENGINE} (TensorRT {trt.__version__}, batch 1..{max_batch}, opt {opt_batch})"
             except Exception as e:  # noqa: BLE001 - the Q/DQ graph and build script are the deliverable; keep them
@@ -194,11 +194,13 @@ def check_tensorrt_qdq(model: onnx.ModelProto, float_layers=()) -> list[str]:
     return problems
 
 
-def trtexec_command(input_name: str, chw: tuple[int, int, int], opt_batch: int, max_batch: int) -> str:
+def trtexec_command(input_name: str, chw: tuple[int, int, int], opt_batch: int, max_batch: int,
+                    dynamic: bool = True) -> str:
+    """The trtexec line; shape flags only for a dynamic batch (trtexec refuses them on a static input)."""
     shape = "x".join(map(str, chw))
-    return (f"trtexec --onnx={QDQ_ONNX} --saveEngine={ENGINE} --int8 --fp16 "
-            f"--minShapes={input_name}:1x{shape} --optShapes={input_name}:{opt_batch}x{shape} "
-            f"--maxShapes={input_name}:{max_batch}x{shape} --timingCacheFile=timing.cache")
+    shapes = (f"--minShapes={input_name}:1x{shape} --optShapes={input_name}:{opt_batch}x{shape} "
+              f"--maxShapes={input_name}:{max_batch}x{shape} ") if dynamic else ""
+    return f"trtexec --onnx={QDQ_ONNX} --saveEngine={ENGINE} --int8 --fp16 {shapes}--timingCacheFile=timing.cache"
 
 
 def write_build_script(path: Path, command: str) -> None:
@@ -224,8 +226,7 @@ def polygraphy_lint(onnx_path: Path) -> dict:
         report = Path(tmp) / "lint.json"
         try:
             proc = subprocess.run([exe, "check", "lint", str(onnx_path), "-o", str(report)],
-                                  capture_output=True, text=True, timeout=LINT_TIMEOUT_S,
-                                  preexec_fn=interrupt.child_unblock)
+                                  capture_output=True, text=True, timeout=LINT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             return {"status": f"skipped: polygraphy lint ran over {LINT_TIMEOUT_S} s"}
         if not report.is_file():  # it could not run at all (e.g. onnx-graphsurgeon missing)
@@ -240,7 +241,7 @@ def polygraphy_lint(onnx_path: Path) -> dict:
 
 
 def build_engine(onnx_path: Path, engine_path: Path, input_name: str, chw: tuple[int, int, int],
-                 opt_batch: int, max_batch: int) -> None:
+                 opt_batch: int, max_batch: int, dynamic: bool = True) -> None:
     """The trtexec line of build_engine.sh, through the TensorRT Python API (8.5 or later)."""
     import tensorrt as trt
 
@@ -256,9 +257,10 @@ def build_engine(onnx_path: Path, engine_path: Path, input_name: str, chw: tuple
     config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.INT8)  # honour the graph's Q/DQ (explicit quantization)
     config.set_flag(trt.BuilderFlag.FP16)  # and let everything outside them run in fp16
-    profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (1, *chw), (opt_batch, *chw), (max_batch, *chw))
-    config.add_optimization_profile(profile)
+    if dynamic:  # a static-batch network takes no optimization profile
+        profile = builder.create_optimization_profile()
+        profile.set_shape(input_name, (1, *chw), (opt_batch, *chw), (max_batch, *chw))
+        config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EdgekitError("TensorRT could not build the engine", "run build_engine.sh with --verbose to see why")
