@@ -102,6 +102,7 @@ class ImageSet:
     classes: tuple[str, ...] | None
     source: str
     skipped: list[str] = field(default_factory=list)
+    mapping: str | None = None  # how labels were assigned, for the manifest (labels.py)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -110,7 +111,7 @@ class ImageSet:
         return ImageSet(
             [self.items[i] for i in indices],
             [self.labels[i] for i in indices] if self.labels is not None else None,
-            self.classes, self.source, self.skipped,
+            self.classes, self.source, self.skipped, self.mapping,
         )
 
     def sample(self, n: int | None, seed: int) -> "ImageSet":
@@ -191,10 +192,16 @@ def conversions(images: ImageSet, pre: Preprocess) -> list[str]:
     return notes
 
 
-def open_images(spec: str | Path, what: str) -> ImageSet:
-    """An ImageSet from a folder, an .npy/.npz file, or a named dataset (`fashion-mnist:test`)."""
+def open_images(spec: str | Path, what: str, labels: str | Path | None = None,
+                classes: str | Path | None = None) -> ImageSet:
+    """An ImageSet from a folder, an .npy/.npz file, or a named dataset (`fashion-mnist:test`).
+    labels / classes: a labels file and the model's class list, for folders whose labels are not the ImageFolder
+    convention (labels.py)."""
     from .datasets import NAMED
 
+    if (labels is not None or classes is not None) and (str(spec) in NAMED or Path(spec).is_file()):
+        raise EdgekitError(f"--labels/--classes apply to a folder of images, not to {spec}",
+                           "an .npz carries its own labels; a named dataset knows its classes")
     if str(spec) in NAMED:
         try:
             named = NAMED[str(spec)]()
@@ -207,7 +214,9 @@ def open_images(spec: str | Path, what: str) -> ImageSet:
             f"{what} path {path} does not exist",
             f"pass a folder of images, an .npy/.npz file, or one of: {', '.join(NAMED)}",
         )
-    images = _open_array_file(path, what) if path.is_file() else _open_folder(path, what)
+    images = _open_array_file(path, what) if path.is_file() else _open_folder(path, what, classes)
+    if labels is not None:
+        _apply_labels_file(images, path, labels, classes)
     if len(images) == 0:
         detail = f" ({len(images.skipped)} unreadable or non-image files skipped)" if images.skipped else ""
         raise EdgekitError(
@@ -217,7 +226,29 @@ def open_images(spec: str | Path, what: str) -> ImageSet:
     return images
 
 
-def _open_folder(folder: Path, what: str) -> ImageSet:
+def _apply_labels_file(images: ImageSet, folder: Path, labels_path, classes_path) -> None:
+    """Labels from a file, matched by the path inside the folder, else by file name; every image must have one."""
+    from .labels import class_index, read_classes, read_labels
+
+    table = read_labels(labels_path)
+    classes = read_classes(classes_path) if classes_path is not None else None
+    found, missing = [], []
+    for item in images.items:
+        rel = item.relative_to(folder).as_posix()
+        value = table.get(rel, table.get(item.name))
+        if value is None:
+            missing.append(rel)
+            continue
+        found.append(class_index(value, classes, f"--labels {labels_path} for {rel}"))
+    if missing:
+        raise EdgekitError(f"--labels {labels_path} has no label for {len(missing)} of {len(images)} images "
+                           f"(e.g. {missing[0]})", "add them, or remove those images from the folder")
+    images.labels, images.classes = found, None  # indices into the model's classes; coverage may be partial
+    images.mapping = f"--labels {Path(labels_path).name}" + (f" via --classes {Path(classes_path).name}"
+                                                             if classes_path is not None else "")
+
+
+def _open_folder(folder: Path, what: str, classes_path=None) -> ImageSet:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise EdgekitError(f"{what} folder {folder} is empty", "put images in it (png/jpg/bmp/webp)")
@@ -236,10 +267,15 @@ def _open_folder(folder: Path, what: str) -> ImageSet:
     # from the folder name's position in sorted order. Images directly in `folder` -> no labels.
     parents = {p.parent for p in usable}
     if usable and all(p.parent != folder for p in usable) and all(p.parent.parent == folder for p in usable):
-        classes = tuple(sorted(q.name for q in parents))
-        index = {c: i for i, c in enumerate(classes)}
+        from .labels import folder_labels, read_classes
+
+        names = sorted(q.name for q in parents)
+        index, mapping = folder_labels(names, read_classes(classes_path) if classes_path is not None else None)
         labels = [index[p.parent.name] for p in usable]
-        return ImageSet(usable, labels, classes, str(folder), skipped)
+        # Only the ImageFolder convention says how many classes there are (one folder each); the other mappings
+        # may cover some of the model's classes, so the label range is what gets checked.
+        classes = tuple(names) if mapping.endswith("(ImageFolder)") else None
+        return ImageSet(usable, labels, classes, str(folder), skipped, mapping)
     return ImageSet(usable, None, None, str(folder), skipped)
 
 

@@ -57,6 +57,8 @@ def quantize(
     calib: str | Path,
     *,
     eval: str | Path | None = None,  # noqa: A002 - mirrors the CLI's --eval
+    labels: str | Path | None = None,
+    classes: str | Path | None = None,
     workdir: str | Path = "edgekit-out",
     inputs: ModelInputs | None = None,
     method: str = DEFAULT_METHOD,
@@ -74,6 +76,9 @@ def quantize(
     model: the model file (TorchScript, torch.export .pt2, a state_dict with `inputs.arch`, or a pickled module
         with `inputs.trust_pickle`). calib: calibration images (a folder, .npy/.npz, or a named set such as
         "fashion-mnist:train"). eval: labelled or unlabelled eval images; default: a held-out 20 % of `calib`.
+    labels, classes: for an eval folder whose labels are not one sorted folder per class: a file mapping file name
+        -> class (JSON or CSV), and the model's class names in output order (labels.py); integer-named class
+        folders (`0007/`) need neither.
     workdir: the workspace (created; a non-empty folder that is not a workspace is refused unless `force`).
     inputs: how to load the model and read its input (ModelInputs: arch, mean/std, size, ...).
     method: "percentile" (default), "minmax", "entropy" or "auto" (try each, keep the best on held-out images).
@@ -92,17 +97,20 @@ def quantize(
     ws = Workspace(workdir)
     ws.read_manifest()  # refuse a foreign/hand-edited workspace before doing any work
     with ws.writing(create=True, force=force):
-        return _quantize(ws, model, calib, eval, inputs, opts, max_drop, strict, log)
+        return _quantize(ws, model, calib, eval, (labels, classes), inputs, opts, max_drop, strict, log)
 
 
-def _quantize(ws: Workspace, model, calib, eval, inputs: ModelInputs, opts: QuantizeOptions, max_drop,  # noqa: A002
-              strict: bool, log) -> dict:
+def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: ModelInputs,  # noqa: A002
+              opts: QuantizeOptions, max_drop, strict: bool, log) -> dict:
     seed, threads = opts.seed, opts.threads
     loaded = load_model(model, arch=inputs.arch, trust_pickle=inputs.trust_pickle)
     inputs_key = stage_keys.quantize_key(sha256_of(loaded.path), calib, eval, inputs.identity(), opts.method,
-                                         opts.calib_size, seed, max_drop)
+                                         opts.calib_size, seed, max_drop, *label_files)
     calib_set = open_images(calib, "calibration")
-    eval_set = open_images(eval, "eval") if eval is not None else None
+    if eval is None and any(label_files):
+        raise EdgekitError("--labels/--classes label the --eval images, and there is no --eval",
+                           "add --eval DIR, or drop --labels/--classes")
+    eval_set = open_images(eval, "eval", *label_files) if eval is not None else None
     pre, notes = resolve_preprocess(loaded, calib_set, inputs)
     batch = example_batch(loaded, parse_shape(inputs.input_shape))
     example = np.stack([calib_set.load(i % len(calib_set), pre) for i in range(batch)])
@@ -116,7 +124,7 @@ def _quantize(ws: Workspace, model, calib, eval, inputs: ModelInputs, opts: Quan
 
     calib_set, eval_set, eval_label = split_images(calib_set, eval_set, opts.calib_size, seed)
     log(f"calibration: {len(calib_set)} images from {calib}, method {opts.method}")
-    log(f"eval: {eval_label}")
+    log(f"eval: {eval_label}" + (f"; labels: {eval_set.mapping}" if eval_set.mapping else ""))
     converted = {"calibration": conversions(calib_set, pre), "eval": conversions(eval_set, pre)}
     for what, notes in converted.items():
         for note in notes:
@@ -179,7 +187,8 @@ def _quantize(ws: Workspace, model, calib, eval, inputs: ModelInputs, opts: Quan
                 "classes": list(eval_set.classes) if eval_set.classes else None,
                 "calibration_data": {"path": data_ref(calib),
                                      "samples": len(calib_set), "calib_size": opts.calib_size, "seed": seed},
-                "eval_data": {"path": data_ref(eval),
+                "eval_data": {"path": data_ref(eval), "labels": data_ref(label_files[0]),
+                              "classes": data_ref(label_files[1]), "label_mapping": eval_set.mapping,
                               "images": len(eval_set), "labelled": eval_set.labels is not None},
                 "files_sha256": {"model.fp32.onnx": sha256_of(fp32_path), "model.int8.onnx": sha256_of(int8_path)},
                 # Layers deliberately left in float: every target leaves them out of int8, and its checks accept it.

@@ -337,7 +337,7 @@ def workspace_images(manifest: dict):
 
     cal, ev = manifest["calibration_data"], manifest["eval_data"]
     calib_set = open_images(cal["path"], "calibration")
-    eval_set = open_images(ev["path"], "eval") if ev["path"] is not None else None
+    eval_set = open_images(ev["path"], "eval", ev.get("labels"), ev.get("classes")) if ev["path"] is not None else None
     return split_images(calib_set, eval_set, cal["calib_size"], cal["seed"])
 
 
