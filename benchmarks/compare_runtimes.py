@@ -221,7 +221,7 @@ def ort_quantize_static_defaults(fp32: Path, out: Path, calib: ImageSet, pre: Pr
 
     from edgekit.calibration import ImageReader
 
-    quantize_static(str(fp32), str(out), ImageReader(calib, pre, "ORT quantize_static calibration"))
+    quantize_static(str(fp32), str(out), ImageReader(calib, pre))
     return out
 
 

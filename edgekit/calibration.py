@@ -25,23 +25,35 @@ from .progress import progress
 
 METHODS = ("minmax", "percentile", "entropy")
 CALIB_BATCH = 16
+CALIB_CHUNK = 16  # images per collect_data call; their activations are what the calibrator holds at a time
 
 
 class ImageReader:
-    """ORT CalibrationDataReader over an ImageSet: one preprocessed batch per `get_next()`, with progress."""
+    """ORT CalibrationDataReader over an ImageSet: one preprocessed batch per `get_next()`. It stops after `chunk`
+    images (None: never) and `more()` says whether images remain, so a calibrator can be fed the set in chunks."""
 
-    def __init__(self, images: ImageSet, pre: Preprocess, desc: str, batch: int = CALIB_BATCH,
-                 exact: bool = False) -> None:
+    def __init__(self, images: ImageSet, pre: Preprocess, bar=None, batch: int = CALIB_BATCH, exact: bool = False,
+                 chunk: int | None = None) -> None:
         self._batches = images.batches(pre, batch, exact)
-        self._bar = progress(len(images), desc, "img")
+        self._bar, self._chunk, self._left = bar, chunk, len(images)
+        self._in_chunk = 0
 
     def get_next(self) -> dict | None:
+        if self._chunk is not None and self._in_chunk >= self._chunk:
+            self._in_chunk = 0
+            return None  # end of this chunk: the calibrator reduces what it holds before the next
         x = next(self._batches, None)
         if x is None:
-            self._bar.close()
             return None
-        self._bar.update(len(x))
+        n = min(len(x), self._left)  # an exact last batch repeats images; count each once
+        self._left -= n
+        self._in_chunk += len(x)
+        if self._bar is not None:
+            self._bar.update(n)
         return {INPUT_NAME: x}
+
+    def more(self) -> bool:
+        return self._left > 0
 
 
 @dataclass
@@ -114,11 +126,16 @@ def calibrate(fp32_onnx: Path, images: ImageSet, pre: Preprocess, method: str) -
         # exactly that many images per run, whatever the method.
         fixed = fixed_batch(Path(fp32_onnx))
         batch = fixed or (CALIB_BATCH if method == "minmax" else 1)
-        reader = ImageReader(images, pre, f"calibrating ({method})", batch=batch, exact=fixed is not None)
-        # ORT's histogram calibrators print their progress and settings to stdout; keep the table clean.
-        with contextlib.redirect_stdout(io.StringIO()):
-            calibrator.collect_data(reader)
-            tensors = calibrator.compute_data()
+        # Fed in chunks: ORT's calibrators keep every activation of every image they are given until collect_data
+        # returns, then reduce them (histograms merged across calls, ranges kept running), so resident memory grows
+        # with the chunk, not with the number of calibration images.
+        with progress(len(images), f"calibrating ({method})", "img") as bar:
+            reader = ImageReader(images, pre, bar, batch=batch, exact=fixed is not None, chunk=CALIB_CHUNK)
+            # ORT's histogram calibrators print their progress and settings to stdout; keep the table clean.
+            with contextlib.redirect_stdout(io.StringIO()):
+                while reader.more():
+                    calibrator.collect_data(reader)
+                tensors = calibrator.compute_data()
         del calibrator
     ranges = {
         # MinMax gives shape-(1,) arrays, the histogram methods scalars: reduce both to floats.
