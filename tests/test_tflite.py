@@ -240,3 +240,157 @@ def test_tflite_bias_correction_matches_the_onnx_models(tmp_path, arm_ws, compil
     assert moved_tflite.shape == moved_onnx.shape and np.abs(moved_onnx).max() > 0
     assert np.corrcoef(moved_tflite, moved_onnx)[0, 1] > 0.95
     assert np.linalg.norm(moved_tflite - moved_onnx) < 0.3 * np.linalg.norm(moved_onnx)
+
+
+# --- A .tflite for every source format: sources edgekit cannot trace again go through model.fp32.onnx ------------
+
+
+@pytest.fixture(scope="module")
+def torchscript_ws(tmp_path_factory, trained_tiny, calib_small, eval_npz_small):
+    """The tiny model saved as TorchScript (what torch.jit users deploy), quantized, compiled for arm by the CLI."""
+    _require_extra()
+    import torch
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+    from edgekit.inputspec import ModelInputs
+    from edgekit.quantization import quantize
+    from tests.conftest import save_model
+
+    root = tmp_path_factory.mktemp("torchscript")
+    path = save_model(trained_tiny, "torchscript", root / "tiny.ts", torch.zeros(2, 1, 28, 28))
+    quantize(path, calib_small, eval=eval_npz_small, workdir=root / "ws", inputs=ModelInputs(mean="0.286", std="0.353"),
+             method="minmax", log=lambda *_: None)
+    result = CliRunner().invoke(main, ["compile", "--target", "arm", "--workdir", str(root / "ws")])
+    assert result.exit_code == 0, result.output
+    return root / "ws"
+
+
+def test_a_torchscript_source_gets_the_tflite_pair_validated_and_benched(torchscript_ws):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    saved = json.loads((torchscript_ws / "targets" / "arm" / "compile.json").read_text())
+    assert not any("no .tflite written" in n for n in saved["notes"]), saved["notes"]
+    for name in FILES.values():
+        assert (torchscript_ws / "targets" / "arm" / name).read_bytes()[4:8] == b"TFL3"
+    tflite = saved["details"]["tflite"]
+    assert tflite["converted_from"]["graph"] == "model.fp32.onnx"
+    assert "TorchScript" in tflite["converted_from"]["not_used"]["source model"]
+    conversion = tflite["validation"]["conversion"]
+    assert conversion["ok"] and conversion["max_abs_diff_vs_onnx_fp32"] < 1e-4 and conversion["agreement_vs_onnx_fp32"] == 1.0
+    assert tflite["validation"]["agreement"] >= 0.95
+    assert tflite["ranges"]["from_calibration_json"] >= 0.8 * (
+        tflite["ranges"]["from_calibration_json"] + tflite["ranges"]["from_litert_calibration"])
+    assert tflite["bias_corrected_convs"] > 0
+
+    result = CliRunner().invoke(main, ["bench", "--target", "arm", "--workdir", str(torchscript_ws), "--threads", "2",
+                                       "--runs", "10", "--warmup", "2", "--warmup-seconds", "0"])
+    assert result.exit_code == 0, result.output
+    tfl = json.loads((torchscript_ws / "targets" / "arm" / "bench.json").read_text())["variants"]["tflite"]
+    assert tfl["runtime"].startswith("LiteRT Interpreter + XNNPACK") and tfl["latency_ms"]["n"] == 10
+    assert tfl["accuracy"]["agreement"] >= 0.95
+
+
+def test_a_trusted_pickle_source_gets_the_tflite_pair_too(tmp_path, trained_tiny, calib_small, eval_npz_small):
+    """Trusting a pickle is a decision made at quantize, on the command line; compile never unpickles. The rebuild
+    of model.fp32.onnx reads the workspace only."""
+    _require_extra()
+    import torch
+
+    from edgekit.inputspec import ModelInputs
+    from edgekit.quantization import quantize
+    from tests.conftest import save_model
+
+    path = save_model(trained_tiny, "pickled_module", tmp_path / "tiny.pth", torch.zeros(2, 1, 28, 28))
+    quantize(path, calib_small, eval=eval_npz_small, workdir=tmp_path / "ws", method="minmax", log=lambda *_: None,
+             inputs=ModelInputs(trust_pickle=True, mean="0.286", std="0.353"))
+    tflite = compile_target("arm", tmp_path / "ws", tmp_path / "arm").details["tflite"]
+    assert tflite is not None and tflite["converted_from"]["graph"] == "model.fp32.onnx"
+    assert "pickled" in tflite["converted_from"]["not_used"]["source model"]
+    assert tflite["validation"]["conversion"]["ok"] and tflite["validation"]["agreement"] >= 0.95
+
+
+def test_the_onnx_rebuild_matches_onnx_runtime_on_the_ops_classifiers_use(tmp_path):
+    """Both of edgekit's exporters (TorchScript's: shape arithmetic for the flatten, folded at trace time; dynamo's),
+    with asymmetric padding, both pools, hard-swish split in two, a SE gate, concat and softmax."""
+    _require_extra()
+    import torch
+    from torch import nn
+
+    from edgekit.export import export_onnx
+    from edgekit.model import LoadedModel
+    from edgekit.ort_runner import OrtModel
+    from edgekit.targets.onnx_torch import rebuild
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b = nn.Conv2d(3, 8, 3, stride=2), nn.Conv2d(3, 8, 1)
+            self.fc = nn.Linear(16 * 4 * 4, 10)
+
+        def forward(self, x):
+            a = nn.functional.hardswish(self.a(nn.functional.pad(x, (0, 2, 0, 2))))  # 9 -> 11 -> 5
+            a = nn.functional.max_pool2d(a, 2, ceil_mode=True)  # 3
+            a = a * nn.functional.hardsigmoid(a.mean((2, 3), keepdim=True))
+            b = nn.functional.avg_pool2d(nn.functional.relu6(self.b(x)), 3, 3, padding=1)  # 3
+            y = nn.functional.pad(torch.cat([a, b], 1), (0, 1, 0, 1))
+            return torch.softmax(self.fc(y.view(y.size(0), -1)), 1)
+
+    x = np.random.default_rng(0).normal(size=(3, 3, 9, 9)).astype(np.float32)
+    for fmt in ("torchscript", "nn_module"):
+        module = torch.jit.trace(Net().eval(), torch.from_numpy(x)) if fmt == "torchscript" else Net().eval()
+        onnx_path = tmp_path / f"{fmt}.onnx"
+        export_onnx(LoadedModel(module, None, fmt, tmp_path, "", None, 3), x, onnx_path)
+        rebuilt = rebuild(onnx_path)
+        assert rebuilt.hardswish, f"{fmt}: Mul(x, HardSigmoid(x)) becomes one hard-swish"
+        with torch.no_grad():
+            got = rebuilt(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(got, OrtModel(onnx_path)(x), atol=1e-5, err_msg=fmt)
+
+
+def test_a_graph_no_route_converts_is_reported_with_the_op_that_stops_it(tmp_path):
+    """TorchScript cannot be traced, and its ONNX graph holds an op the rebuild does not map: both reasons, and
+    the op with its node, end up in the note compile.json keeps."""
+    _require_extra()
+    import types
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit.targets.tflite_export import TfliteSkipped, convert
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["input"], ["r"], name="relu"),
+         helper.make_node("Resize", ["r", "", "scales"], ["logits"], name="upsample", mode="nearest")], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        [helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "m.onnx"))
+    ctx = types.SimpleNamespace(workspace=tmp_path, fp32_onnx=tmp_path / "m.onnx",
+                                manifest={"source": {"format": "torchscript", "path": str(tmp_path / "m.ts")}})
+    with pytest.raises(TfliteSkipped) as e:
+        convert(ctx, np.zeros((1, 1, 4, 4), np.float32), tmp_path / "m.tflite")
+    assert "TorchScript" in str(e.value) and "ONNX op Resize (node upsample)" in str(e.value)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.parametrize("op, named", [("erfinv", "aten.erfinv"), ("sort", "STABLEHLO_SORT")])
+def test_a_conversion_failure_names_the_op(tmp_path, op, named):
+    """An op litert-torch has no lowering for (named by its aten op) and one it writes but LiteRT has no kernel for
+    (named by its .tflite op)."""
+    _require_extra()
+    import torch
+
+    from edgekit.targets.tflite_export import _convert, _loads, conversion_failure
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            return torch.erfinv(x.clamp(-0.5, 0.5)) if op == "erfinv" else torch.sort(x, 1)[0]
+
+    with pytest.raises(Exception) as e:  # noqa: PT011 - the converters raise many types
+        _convert(Net().eval(), np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32), tmp_path / "m.tflite")
+        _loads(tmp_path / "m.tflite")
+    assert named in conversion_failure(e.value)

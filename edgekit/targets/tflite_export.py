@@ -2,8 +2,12 @@
 int8 scheme and its fp32 reference, for LiteRT's Interpreter with XNNPACK (board/tflite_board.py).
 
 Route (all from PyPI, beside torch 2.13 CPU, no TensorFlow):
-1. litert-torch converts the source torch model (the file `edgekit quantize` read, checked against the sha256 in
-   manifest.json) at batch 1 to `model.fp32.tflite`; it is checked against the workspace's model.fp32.onnx.
+1. litert-torch converts a torch module at batch 1 to `model.fp32.tflite`; it is checked against the workspace's
+   model.fp32.onnx. The module is the source model (the file `edgekit quantize` read, checked against the sha256
+   in manifest.json) where edgekit can load it as a module torch.export traces (ExportedProgram, state_dict +
+   arch), else model.fp32.onnx rebuilt in torch (onnx_torch.py): TorchScript (torch.export cannot trace it), a
+   pickled nn.Module (compile never unpickles), a source moved or changed since quantize, or a source module
+   litert-torch fails on. Where neither converts, the reason names the op that stops it.
 2. ai-edge-quantizer quantizes that with its static int8 recipe, which is the TFLite scheme: weights int8
    symmetric per output channel, activations int8 per tensor (asymmetric), bias int32, int8 input and output.
 3. Activation ranges: edgekit's own, from calibration.json. LiteRT's calibrator runs the calibration images
@@ -105,7 +109,7 @@ def source_module(workspace: Path, manifest: dict):
 
 # One conversion per (source model, workspace models, calibration, calibration images): `compile --max-drop`
 # rebuilds the target once per fallback step, and only the quantization step differs between them.
-_CONVERTED: dict[tuple, tuple[bytes, dict, dict, dict]] = {}
+_CONVERTED: dict[tuple, tuple[bytes, dict, dict, dict, dict]] = {}
 
 
 def build(ctx: CompileContext, threads: int = 0) -> dict:
@@ -121,13 +125,13 @@ def build(ctx: CompileContext, threads: int = 0) -> dict:
     key = ((ctx.manifest.get("source") or {}).get("sha256"), sha256_of(ctx.fp32_onnx), sha256_of(ctx.calibration_json),
            len(images), ctx.preprocess.to_dict().__repr__())
     if key not in _CONVERTED:
-        _convert(source_module(ctx.workspace, ctx.manifest), calib[0], fp32_path)
+        converted_from = convert(ctx, calib[0], fp32_path)
         ranges, sources, matched = _ranges(fp32_path, calib, ctx, threads)
         _CONVERTED.clear()  # keep one model's worth
-        _CONVERTED[key] = (fp32_path.read_bytes(), ranges, sources, matched)
+        _CONVERTED[key] = (fp32_path.read_bytes(), converted_from, ranges, sources, matched)
     else:
         fp32_path.write_bytes(_CONVERTED[key][0])
-    _, ranges, sources, matched = _CONVERTED[key]
+    _, converted_from, ranges, sources, matched = _CONVERTED[key]
     kept, unmapped = float_scopes(ctx.fp32_onnx, ctx.float_layers, matched)
     with _quiet():
         from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe
@@ -142,12 +146,74 @@ def build(ctx: CompileContext, threads: int = 0) -> dict:
         q.quantize(ranges, serialize_to_path=str(int8_path), enable_progress_report=False)
         corrected = correct_tflite_biases(int8_path, fp32_path, calib)
     return {
-        "files": dict(FILES), "scheme": SCHEME, "converter": "litert-torch", "quantizer": "ai-edge-quantizer",
+        "files": dict(FILES), "scheme": SCHEME, "converter": "litert-torch", "converted_from": converted_from,
+        "quantizer": "ai-edge-quantizer",
         "batch": int(calib[0].shape[0]), "ranges": sources, "versions": versions(), "bias_corrected_convs": corrected,
         "validation": validate(ctx, fp32_path, int8_path, calib, threads),
         "int8_tensors": int8_tensor_summary(int8_path),
         "float_layers": {"kept_float": sorted(kept.values()), "not_mapped": unmapped},
     }
+
+
+# The graphs litert-torch may convert, in order. Measured (2026-11, 300 eval images) on models/fashion_resnet.pt2
+# and a MobileNetV3 student, both give the same .tflite pair: fp32 within 2e-6 / 4e-5 of model.fp32.onnx (logits
+# up to 6 / 42), int8 top-1 agreement 99.67 % / 94.67 % with it, one XNNPACK partition. The source module stays
+# first where edgekit can load it: litert-torch is made for torch modules and lowers ops the rebuild does not map
+# (onnx_torch.OPS). The rebuild reads only the workspace, so it serves every source format.
+ROUTES = ("source model", "model.fp32.onnx")
+
+
+def convert(ctx: CompileContext, sample: np.ndarray, fp32_path: Path) -> dict:
+    """Write the fp32 .tflite from the first of ROUTES that converts and that LiteRT loads; returns
+    {"graph": that route, "not_used": {earlier route: why}}. Raises TfliteSkipped with each route's reason, naming
+    the op that stopped it where one did."""
+    failed: dict[str, str] = {}
+    for route in ROUTES:
+        try:
+            if route == "source model":
+                module = source_module(ctx.workspace, ctx.manifest)
+            else:
+                from .onnx_torch import rebuild  # imports torch: only when a conversion runs
+
+                module = rebuild(ctx.fp32_onnx)
+            _convert(module, sample, fp32_path)
+            _loads(fp32_path)
+            return {"graph": route, "not_used": failed}
+        except TfliteSkipped as e:
+            failed[route] = str(e)
+        except Exception as e:  # noqa: BLE001 - torch.export, litert-torch and LiteRT raise many types
+            failed[route] = conversion_failure(e)
+    fp32_path.unlink(missing_ok=True)
+    raise TfliteSkipped("; ".join(f"from the {route}: {why}" for route, why in failed.items()))
+
+
+def conversion_failure(e: BaseException) -> str:
+    """Why a graph did not become a loadable .tflite, naming the op: an ONNX op the rebuild does not map, an op
+    torch.export / litert-torch cannot lower (the aten op in their message), or a .tflite op LiteRT has no kernel
+    for (e.g. STABLEHLO_SORT, which litert-torch writes for torch.sort)."""
+    from ..export import failing_op
+    from .onnx_torch import UnsupportedOp
+
+    if isinstance(e, UnsupportedOp):  # its message names the ONNX op and node
+        return str(e)
+    text, cause = "", e
+    while cause is not None:
+        text += "\n" + str(cause)
+        cause = cause.__cause__ or cause.__context__
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    kernel = re.search(r"builtin opcode '(\w+)'", text)
+    if kernel:
+        return f"LiteRT has no kernel for the .tflite op {kernel.group(1)}"
+    op = failing_op(e)
+    return f"litert-torch cannot convert {op} ({first})" if op else f"litert-torch failed ({type(e).__name__}: {first})"
+
+
+def _loads(path: Path) -> None:
+    """Raises when LiteRT cannot load the .tflite (an op it has no kernel for)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with _quiet():
+        Interpreter(model_path=str(path)).allocate_tensors()
 
 
 def _convert(module, sample: np.ndarray, fp32_path: Path) -> None:
