@@ -9,6 +9,7 @@ The public API mirrors the CLI, one function a command; `help(edgekit.quantize)`
     edgekit.report(workdir="edgekit-out")
     edgekit.run(recipe, *, overrides=None, force=False, dry_run=False, trust_pickle=False)
     edgekit.students(pattern="*", *, teacher=None, inputs=None, classes=None)
+    edgekit.setup("arm-emulator")      # qemu + aarch64 runtimes for edgekit.bench("arm", emulate="cortex-a76")
 
 Each name is the stage's own function, imported on first use (PEP 562), so `import edgekit` stays cheap and
 never needs torch, onnxruntime or openvino. Errors meant for the user are edgekit.EdgekitError.
@@ -30,6 +31,7 @@ _API = {
     "run": "edgekit.pipeline:run",
     "students": "edgekit.distillation:student_overview",
     "ModelInputs": "edgekit.inputspec:ModelInputs",
+    "setup": "edgekit.emulator:setup",
 }
 
 
@@ -46,4 +48,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_API])
 
 
-__all__ = ["quantize", "distill", "compile", "bench", "report", "run", "students", "ModelInputs", "EdgekitError", "__version__"]
+__all__ = ["quantize", "distill", "compile", "bench", "report", "run", "students", "setup", "ModelInputs", "EdgekitError", "__version__"]

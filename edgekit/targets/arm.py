@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from .. import emulator
 from ..errors import EdgekitError
 from ..bias_correction import quantize_bias_corrected
 from ..calibration import Calibration, quantize_with_ranges
@@ -55,7 +56,9 @@ class ArmTarget:
         if reason:
             return f"no: {reason}"
         tflite = tflite_export.missing()
-        return "yes" + (f" (no .tflite pair: {tflite})" if tflite else " (+ .tflite pair)")
+        # Whether `bench --emulate` can run the artifacts on an emulated aarch64 CPU (edgekit/emulator.py).
+        return ("yes" + (f" (no .tflite pair: {tflite})" if tflite else " (+ .tflite pair)")
+                + f"; aarch64 emulation: {emulator.status_line()}")
 
     def compile(self, ctx: CompileContext) -> CompileResult:
         import onnxruntime as ort
