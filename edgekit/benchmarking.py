@@ -3,7 +3,9 @@
 Latency method: warm-up (a count and a minimum time), then timed single calls in interleaved rounds of
 the int8 artifact and its fp32 reference in the same runtime, alternating which goes first. Both see
 the same machine state, so `speedup_vs_reference` (reference p50 / int8 p50) is a ratio that survives a
-noisy machine even when absolute milliseconds do not.
+noisy machine even when absolute milliseconds do not. It still comes with a 95 % interval from the rounds and a
+"noisy" verdict (edgekit/timing_stats.py); a latency or speed-up gate whose limit lies inside the interval of a
+noisy measurement is "inconclusive" (a failure with strict_timing).
 
 Accuracy: the outputs of both artifacts on the eval images. Compile already computed them for the main pair on
 the workspace's eval set (validation.npz); when the eval set is the same and the run is local, bench reads them
@@ -17,6 +19,10 @@ labelled `host_proxy`.
 With `remote="user@host"` the artifacts run on that board over ssh (edgekit/remote.py): the eval images are
 preprocessed here, the board returns outputs and per-call timings, and every metric is computed here by the
 same code as a local bench; the latency is then the board's own, and the board's machine decides `host_proxy`.
+
+With `emulate="cortex-a76"` the arm target's int8 artifacts run on that emulated aarch64 CPU, in the aarch64 builds
+of their runtimes, by the same board runner (edgekit/emulator.py), on a bounded, evenly spread part of the eval
+set: accuracy, and how the outputs differ from this host's on the same inputs; never a latency.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics, stage_keys
-from .board.timing import ACCURACY_BATCH, interleaved_latency, summarize
+from . import emulator
+from . import metrics, preflight, stage_keys, timing_stats
+from .board.timing import ACCURACY_BATCH, interleaved_latency, load_between, load_snapshot, summarize
 from .data import ImageSet, Preprocess, open_images
 from .environment import environment
 from .errors import EdgekitError
@@ -52,19 +59,25 @@ def check_limits(runs: int, warmup: int, batch: int, max_drop, max_latency_ms, m
 
 
 def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str | Path | None = None,  # noqa: A002
+          labels: str | Path | None = None, classes: str | Path | None = None,
           batch: int = 1, threads: int | None = None, runs: int = 200, warmup: int = 20, warmup_seconds: float = 1.0,
           max_drop: float | None = None, max_latency_ms: float | None = None, min_speedup: float | None = None,
-          remote: str | None = None, ssh_key: str | Path | None = None, remote_python: str | None = None,
+          strict_timing: bool = False, remote: str | None = None, ssh_key: str | Path | None = None,
+          remote_python: str | None = None, emulate: str | None = None, emulate_images: int | None = None,
           log=print) -> dict:
     """Latency and accuracy of each compiled target, against its own fp32 reference, with pass/fail gates.
 
     target: a name, a comma list, or "all" compiled. workdir: the workspace. eval: other eval images (default:
-        the ones quantize used). batch, threads (default: all cores, the board's with `remote`), runs, warmup,
+        the ones quantize used), with `labels` / `classes` files as quantize takes them. batch, threads (default: all cores, the board's with `remote`), runs, warmup,
         warmup_seconds: the timing. Gates: max_drop (top-1 points lost vs fp32; disagreement without labels),
         max_latency_ms (int8 p50), min_speedup (int8 over its fp32 reference). A gate a target cannot measure
-        (a latency where the runtime is emulated) is "not checked".
+        (a latency where the runtime is emulated) is "not checked". A latency or speed-up gate whose limit lies
+        inside the 95 % interval of a noisy measurement is "inconclusive"; strict_timing makes it "failed".
     remote: "user@host[:port]" (IPv6: user@[addr]:port) to run on that board over ssh, with `ssh_key` and the
         board's `remote_python` (default python3); the board needs python3, numpy and the runtime, not edgekit.
+    emulate: a CPU model qemu emulates ("cortex-a76"): the arm target's int8 artifacts run on that emulated
+        aarch64 CPU (`edgekit setup arm-emulator` first), on `emulate_images` eval images (default: sized to the
+        input, emulator.default_images); accuracy and the difference from this host's outputs, no latency.
 
     Writes targets/<name>/bench.json and returns {name: bench.json content}; result["passed"] is False when a
     gate failed.
@@ -74,22 +87,26 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
         raise EdgekitError("--ssh-key and --remote-python only apply to a remote bench", "add --remote user@host")
     if remote is not None:
         parse_host(remote)  # a malformed host is bad input: say so before any work
+    guest = emulator.check_request(target, emulate, emulate_images, remote)  # None without emulate
     ws = Workspace(workdir)
     require_quantized(ws)
     with ws.writing():
         manifest = require_quantized(ws)
         compiled = manifest.get("targets", {})
-        names = list(compiled) if target == "all" else resolve_targets(target)
+        names = [emulator.TARGET] if guest else list(compiled) if target == "all" else resolve_targets(target)
         require_compiled(ws, manifest, names)
         gates_wanted = {"max_drop": max_drop, "max_latency_ms": max_latency_ms, "min_speedup": min_speedup}
         timing = {"batch": batch, "runs": runs, "warmup": warmup, "warmup_seconds": warmup_seconds}
         pre = Preprocess.from_dict(manifest["preprocess"])
         if eval is not None:
-            eval_set, eval_label = open_images(eval, "eval"), str(eval)
+            eval_set, eval_label = open_images(eval, "eval", labels, classes), str(eval)
             check_labels(eval_set, manifest["input"]["num_classes"])
         else:
             _, eval_set, eval_label = workspace_images(manifest)
-        where = _Here(threads) if remote is None else _Board(remote, ssh_key, remote_python, threads)
+        where = (_Emulated(guest, threads) if guest else _Here(threads) if remote is None
+                 else _Board(remote, ssh_key, remote_python, threads))
+        if guest:
+            eval_set, eval_label = emulator.eval_subset(eval_set, eval_label, emulate_images, pre)
         results = {}
         with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:  # holds the inputs sent to a remote
             where.prepare(eval_set, pre, Path(tmp), log)
@@ -97,7 +114,8 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
                 tgt = get_target(name)
                 folder = ws.inside(compiled[name]["dir"])
                 options = compiled[name].get("options", {})
-                reuse = _validation_outputs(ws, compiled[name], eval, options) if remote is None else None
+                local = remote is None and guest is None
+                reuse = _validation_outputs(ws, compiled[name], eval, options) if local else None
                 pairs = tgt.pairs(folder, local=remote is None)
                 result = None
                 for pair in pairs:
@@ -111,8 +129,13 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
                         log(f"{label}: not benched: {e.message}")  # e.g. no ai-edge-litert on the board
                         continue
                     row = _result(tgt, label, pair, run, eval_set, eval_label, options, timing, remote)
+                    _note_fixed_batch(row, manifest["input"]["shape"][0], pair, batch)
+                    chance = preflight.near_chance(row["accuracy"]["reference_top1"], manifest["input"]["num_classes"])
+                    if chance:  # said before any gate is judged: the gates compare two broken pipelines
+                        log(f"{label}: WARNING: {chance}")
+                        row.setdefault("warnings", []).append(chance)
                     if result is None:
-                        row["gates"] = gates(row, max_drop, max_latency_ms, min_speedup)
+                        row["gates"] = gates(row, max_drop, max_latency_ms, min_speedup, strict_timing)
                         row["passed"] = not any(g["status"] == "failed" for g in row["gates"])
                         result = row
                     else:  # a further pair: its own row, no gates of its own
@@ -120,11 +143,22 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
                         result.setdefault("variants", {})[pair.name] = row
                         _log_variant(row, log)
                 key = stage_keys.bench_key(compiled[name].get("inputs_key"), eval, batch, runs, warmup, warmup_seconds,
-                                           gates_wanted, remote)
+                                           gates_wanted, f"emulate:{emulate}:{emulate_images}" if guest else remote,
+                                           strict_timing, labels, classes)
                 write_json_atomic(folder / "bench.json", result)
                 ws.record("targets", {name: {"bench": {"inputs_key": key, "file": f"{compiled[name]['dir']}/bench.json"}}})
                 results[name] = result
     return results
+
+
+def _note_fixed_batch(row: dict, model_batch: int | None, pair: ArtifactPair, batch: int) -> None:
+    """A model (or artifact) that fixes its batch runs a larger bench batch as repeated calls: say so, in numbers."""
+    fixed = pair.fixed_batch or model_batch
+    row["model_batch"] = fixed
+    if fixed and batch > fixed and row.get("latency_note") and "calls" not in row["latency_note"]:
+        calls = -(-batch // fixed)
+        row["latency_note"] += (f"; the artifact takes {fixed} image(s) per call, so a batch of {batch} is {calls} "
+                                "calls (timed together)")
 
 
 def _validation_outputs(ws: Workspace, compiled: dict, eval, options: dict) -> dict | None:  # noqa: A002
@@ -157,13 +191,16 @@ class _Here:
         log(f"{label}: {int8.runtime}, {self.threads} threads, batch {timing['batch']}"
             + ("; accuracy from compile's check" if reuse is not None else ""))
         outputs = (reuse["int8"], reuse["fp32"]) if reuse is not None else _outputs(int8, ref, images, pre, label)
-        timings = None
+        timings = load = None
         if not int8.emulated:
             x = _input_batch(images, pre, timing["batch"])
+            before = load_snapshot()
             with progress(timing["runs"] * 2, f"{label}: latency", "call") as bar:
                 timings = interleaved_latency({"int8": int8, "reference": ref}, x, timing["runs"], timing["warmup"],
                                               timing["warmup_seconds"], lambda: bar.update(1))
-        return {"outputs": outputs, "timings": timings, "emulated": bool(int8.emulated), "runtime": int8.runtime,
+            load = load_between(before, load_snapshot())
+        return {"outputs": outputs, "timings": timings, "load": load,
+                "emulated": bool(int8.emulated), "runtime": int8.runtime,
                 "threads": self.threads, "providers": {"int8": list(int8.providers), "fp32": list(ref.providers)},
                 "environment": {**self.env, "precision": int8.precision_hint}}
 
@@ -184,8 +221,39 @@ class _Board:
         out = run_remote(self.remote, folder, pair, self.inputs, threads=self.threads or 0, options=options,
                          ssh_key=self.ssh_key, remote_python=self.python, log=log, **timing)
         return {"outputs": (out["outputs"]["int8"], out["outputs"]["fp32"]), "timings": out["timings_ms"],
+                "load": out.get("load"),  # None from a runner older than the load record
                 "emulated": out["emulated"], "runtime": out["runtime"], "threads": out["threads"],
                 "providers": out["providers"], "environment": {**out["environment"], "precision": out["precision"]}}
+
+
+class _Emulated:
+    """Runs each pair's int8 artifact on an emulated aarch64 CPU: the board runner, in the aarch64 builds of the
+    runtimes, under qemu (emulator.py). The pair also runs here on the same inputs, for the fp32 reference's outputs
+    and the x86 outputs the aarch64 ones are compared with. No latency: emulation time is not device time."""
+
+    def __init__(self, guest, threads: int | None) -> None:
+        self.guest, self.threads = guest, threads or os.cpu_count() or 1
+
+    def prepare(self, images, pre, tmp: Path, log) -> None:
+        log(f"preprocessing {len(images)} eval images for the emulated {self.guest.cpu}")
+        self.inputs = write_inputs(images, pre, tmp / "inputs.npy")
+
+    def measure(self, tgt, pair: ArtifactPair, folder: Path, options: dict, images, pre, timing: dict, label: str,
+                reuse, log) -> dict:
+        here_int8 = tgt.runner(folder, pair.int8, self.threads, options)  # fails before minutes of emulation
+        here_ref = tgt.runner(folder, pair.reference, self.threads, options)
+        log(f"{label}: int8 artifact on an emulated aarch64 {self.guest.cpu}, {len(images)} images (not timed: "
+            "emulation time is not device time)")
+        out = emulator.run_pair(self.guest, folder, pair, self.inputs, threads=self.threads, options=options, log=log)
+        int8_here, ref = _outputs(here_int8, here_ref, images, pre, f"{label} on this host")
+        record = emulator.record(self.guest, out, int8_here, here_int8.runtime)
+        log(emulator.summary(label, record))
+        return {"outputs": (out["outputs"]["int8"], ref), "timings": None, "load": None, "emulated": True,
+                "runtime": f"{out['runtime']}, aarch64 (emulated CPU {self.guest.cpu})", "threads": out["threads"],
+                "providers": {"int8": out["providers"]["int8"], "fp32": list(here_ref.providers)},
+                "environment": {**out["environment"], "cpu": f"{self.guest.cpu} (emulated: qemu {record['qemu'].split()[0]})",
+                                "precision": out["precision"]},
+                "emulation": record}
 
 
 def _result(tgt, label: str, pair: ArtifactPair, run: dict, images: ImageSet, eval_label: str, options: dict,
@@ -200,17 +268,18 @@ def _result(tgt, label: str, pair: ArtifactPair, run: dict, images: ImageSet, ev
               "accuracy": accuracy(*run["outputs"], images.labels)}
     if remote is not None:
         result["remote"] = remote
+    if run.get("emulation"):
+        result["emulation"] = run["emulation"]
     if run["emulated"]:
         result.update(latency_ms=None, reference_latency_ms=None, speedup_vs_reference=None, throughput_ips=None,
+                      speedup_interval=None, latency_p50_interval_ms=None, noise=None,
                       latency_note=f"not measured: {run['runtime']}; an emulated speed says nothing about the device")
     else:
         lat, ref_lat = summarize(run["timings"]["int8"]), summarize(run["timings"]["reference"])
         result.update(latency_ms=lat, reference_latency_ms=ref_lat, speedup_vs_reference=ref_lat["p50"] / lat["p50"],
                       int8_over_reference_p50=lat["p50"] / ref_lat["p50"], throughput_ips=timing["batch"] * 1000.0 / lat["mean"], runs=timing["runs"],
                       latency_note=_latency_note(host_proxy, remote, machine, pair))
-        if timing["batch"] > 1 and pair.fixed_batch == 1:
-            result["latency_note"] += (f"; the artifact takes one image per call, so a batch of {timing['batch']} "
-                                       "is that many calls")
+        result.update(timing_stats.assess(run["timings"], run.get("load"), run["environment"].get("cores")))
     result["environment"] = run["environment"]
     return result
 
@@ -273,10 +342,12 @@ def accuracy(a: np.ndarray, b: np.ndarray, labels) -> dict:
     return out
 
 
-def gates(result: dict, max_drop, max_latency_ms, min_speedup) -> list[dict]:
-    """Each requested gate: {"name", "limit", "value", "status": passed | failed | not checked, "passed"}.
-    A gate whose value cannot be measured on this target (a latency where the runtime is emulated) is "not
-    checked": shown with its reason, and it neither passes nor fails the target."""
+def gates(result: dict, max_drop, max_latency_ms, min_speedup, strict_timing: bool = False) -> list[dict]:
+    """Each requested gate: {"name", "limit", "value", "status": passed | failed | inconclusive | not checked,
+    "passed"}. A gate whose value cannot be measured on this target (a latency where the runtime is emulated) is
+    "not checked": shown with its reason, and it neither passes nor fails the target. A latency or speed-up gate
+    whose limit lies inside the 95 % interval of a noisy timing is "inconclusive" (neither, too), or "failed" with
+    strict_timing: which side of the limit the truth lies on is more than the measurement can say."""
     out = []
     acc = result["accuracy"]
     if max_drop is not None:
@@ -284,16 +355,29 @@ def gates(result: dict, max_drop, max_latency_ms, min_speedup) -> list[dict]:
         value = (100 * (acc["reference_top1"] - acc["top1"]) if acc["labelled"] else 100 * (1 - acc["agreement"]))
         out.append(_gate("max_drop_points", max_drop, value, value <= max_drop))
     lat = result["latency_ms"]
+    noisy = bool((result.get("noise") or {}).get("noisy"))
     if max_latency_ms is not None:
         value = None if lat is None else lat["p50"]
-        out.append(_gate("max_latency_ms_p50", max_latency_ms, value, value is not None and value <= max_latency_ms))
+        out.append(_timing_gate("max_latency_ms_p50", max_latency_ms, value, value is not None and value <= max_latency_ms,
+                                result.get("latency_p50_interval_ms"), noisy, strict_timing))
     if min_speedup is not None:
         value = result["speedup_vs_reference"]
-        out.append(_gate("min_speedup_vs_reference", min_speedup, value, value is not None and value >= min_speedup))
+        out.append(_timing_gate("min_speedup_vs_reference", min_speedup, value, value is not None and value >= min_speedup,
+                                result.get("speedup_interval"), noisy, strict_timing))
     for gate in out:
         if gate["value"] is None:
             gate.update(status="not checked", passed=None, reason=f"no latency measured: {result['runtime']}")
     return out
+
+
+def _timing_gate(name: str, limit: float, value, ok: bool, interval, noisy: bool, strict: bool) -> dict:
+    gate = _gate(name, limit, value, ok)
+    if value is not None:
+        status, reason = timing_stats.timing_gate_status(ok, limit, interval, noisy, strict)
+        gate.update(status=status, passed={"passed": True, "failed": False}.get(status), interval=interval)
+        if reason:
+            gate["reason"] = reason
+    return gate
 
 
 def _gate(name: str, limit: float, value, ok: bool) -> dict:

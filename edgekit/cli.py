@@ -13,6 +13,7 @@ import click
 import edgekit
 
 from . import __version__, distill_defaults, interrupt
+from .emulator import CPUS as EMULATED_CPUS, NAME as ARM_EMULATOR
 from .errors import EdgekitError
 
 
@@ -63,7 +64,7 @@ def _stderr(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-INPUT_OPTIONS = ("arch", "trust_pickle", "input_shape", "size", "channels", "mean", "std", "resize")
+INPUT_OPTIONS = ("arch", "trust_pickle", "input_shape", "size", "channels", "mean", "std", "resize", "pixel_range")
 
 
 def model_inputs(command):
@@ -78,12 +79,15 @@ def model_inputs(command):
         click.option("--mean", default=None, help="Per-channel mean on the 0..1 scale, as the model was trained with: 0.5 or 0.485,0.456,0.406. Default 0."),
         click.option("--std", default=None, help="Per-channel std on the 0..1 scale. Default 1."),
         click.option("--resize", type=int, default=None, help="Resize the short side to this before the centre crop (e.g. 256 for 224)."),
+        click.option("--pixel-range", type=click.Choice(["1", "255"]), default="1", show_default=True,
+                     help="The scale --mean/--std are on: 1, or 255 for values copied from a 0..255 config (123.7, 58.4)."),
     ]
 
     @functools.wraps(command)
     def with_inputs(*args, **kwargs):
         values = {name: kwargs.pop(name) for name in INPUT_OPTIONS}
         values["channels"] = None if values["channels"] is None else int(values["channels"])
+        values["pixel_range"] = int(values["pixel_range"])
         return command(*args, inputs=edgekit.ModelInputs(**values), **kwargs)
 
     for option in reversed(options):  # decorators apply bottom-up; keep --help in this order
@@ -103,6 +107,10 @@ def exit_on_failed_gates(ctx: click.Context, results: dict) -> None:
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("--calib", required=True, help="Calibration images: a folder (flat or class sub-folders), .npy/.npz, or a named set.")
 @click.option("--eval", "eval_", default=None, help="Eval images (class sub-folders give labels); default: held-out calibration images.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Labels of the --eval images: JSON or CSV, file name -> class index or name.")
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The model's class names (or wnids) in output order, for class folders or labels given by name.")
 @click.option("--workdir", default="edgekit-out", show_default=True, help="Workspace folder.")
 @click.option("--force", is_flag=True, help="Use --workdir even if it is a non-empty folder that is not an edgekit workspace.")
 @model_inputs
@@ -114,15 +122,18 @@ def exit_on_failed_gates(ctx: click.Context, results: dict) -> None:
 @click.option("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores).")
 @click.option("--max-drop", type=float, default=None, metavar="PTS",
               help="Accuracy budget: keep the most sensitive layers in float until the drop fits.")
+@click.option("--strict", is_flag=True,
+              help="Fail (exit 2) when the fp32 top-1 on labelled eval images is about chance (preprocessing or labels wrong).")
 @click.option("--json", "as_json", is_flag=True, help="Print quantize.json instead of the table.")
-def quantize(model, calib, eval_, workdir, force, inputs, method, calib_size, seed, batch, threads, max_drop,
-             as_json) -> None:
+def quantize(model, calib, eval_, labels, classes, workdir, force, inputs, method, calib_size, seed, batch, threads, max_drop,
+             strict, as_json) -> None:
     """Post-training int8 quantization of MODEL, calibrated on real images; accuracy cost measured."""
     from .table import quantize_table
 
-    report = edgekit.quantize(model, calib, eval=eval_, workdir=workdir, inputs=inputs, method=method,
+    report = edgekit.quantize(model, calib, eval=eval_, labels=labels, classes=classes, workdir=workdir,
+                              inputs=inputs, method=method,
                               calib_size=calib_size, seed=seed, batch=batch, threads=threads, max_drop=max_drop,
-                              force=force, log=_stderr)
+                              strict=strict, force=force, log=_stderr)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -154,6 +165,10 @@ def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_dr
 @click.option("--target", "target", default="all", show_default=True, help="openvino, arm, jetson, a comma list, or all compiled.")
 @click.option("--workdir", default="edgekit-out", show_default=True)
 @click.option("--eval", "eval_", default=None, help="Eval images (default: the ones quantize used).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Labels of the --eval images (JSON or CSV), as quantize takes them.")
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The model's class names in output order, as quantize takes them.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size for latency.")
 @click.option("--threads", type=int, default=None,
               help="Runtime threads, fixed and recorded (default: all cores; the board's with --remote).")
@@ -163,21 +178,30 @@ def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_dr
 @click.option("--max-drop", type=float, default=None, help="Gate: top-1 points lost vs fp32 (disagreement without labels).")
 @click.option("--max-latency-ms", type=float, default=None, help="Gate: int8 p50 latency in ms.")
 @click.option("--min-speedup", type=float, default=None, help="Gate: int8 speedup over the target's fp32 reference.")
+@click.option("--strict-timing", is_flag=True,
+              help="A latency/speed-up gate inside a noisy timing's 95 % interval fails (default: inconclusive).")
 @click.option("--remote", default=None, metavar="USER@HOST[:PORT]",
               help="Run on this board over ssh (it needs python3, numpy and the target's runtime, not edgekit).")
 @click.option("--ssh-key", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Private key for --remote (extra ssh options: the EDGEKIT_SSH_OPTS variable).")
 @click.option("--remote-python", default=None, help="The board's python for --remote.  [default: python3]")
+@click.option("--emulate", default=None, metavar="CPU",
+              help=f"arm only: run its int8 artifacts on this emulated aarch64 CPU ({', '.join(EMULATED_CPUS)} or any "
+                   "model qemu knows): accuracy and the difference from this host, no latency. Needs `edgekit setup "
+                   "arm-emulator`.")
+@click.option("--emulate-images", type=int, default=None, metavar="N",
+              help="Eval images to run emulated (evenly spread).  [default: 100 at 224x224, more for smaller inputs, at most 500]")
 @click.option("--json", "as_json", is_flag=True, help="Print the bench.json of each target.")
 @click.pass_context
-def bench_cmd(ctx, target, workdir, eval_, batch, threads, runs, warmup, warmup_seconds, max_drop, max_latency_ms, min_speedup,
-              remote, ssh_key, remote_python, as_json):
+def bench_cmd(ctx, target, workdir, eval_, labels, classes, batch, threads, runs, warmup, warmup_seconds, max_drop, max_latency_ms, min_speedup,
+              strict_timing, remote, ssh_key, remote_python, emulate, emulate_images, as_json):
     """Latency and accuracy per compiled target, with pass/fail gates (exit 1 if any fails)."""
     from .table import bench_table
 
-    results = edgekit.bench(target, workdir=workdir, eval=eval_, batch=batch, threads=threads, runs=runs, warmup=warmup,
+    results = edgekit.bench(target, workdir=workdir, eval=eval_, labels=labels, classes=classes, batch=batch, threads=threads, runs=runs, warmup=warmup,
                     warmup_seconds=warmup_seconds, max_drop=max_drop, max_latency_ms=max_latency_ms, min_speedup=min_speedup,
-                    remote=remote, ssh_key=ssh_key, remote_python=remote_python, log=_stderr)
+                    strict_timing=strict_timing, remote=remote, ssh_key=ssh_key, remote_python=remote_python,
+                    emulate=emulate, emulate_images=emulate_images, log=_stderr)
     click.echo(json.dumps(results, indent=2) if as_json else bench_table(results))
     exit_on_failed_gates(ctx, results)
 
@@ -221,6 +245,14 @@ def run_cmd(ctx, recipe, overrides, workdir, force, trust_pickle, dry_run, as_js
         if result["report"]:
             click.echo(f"report: {result['report'][1]}")
     exit_on_failed_gates(ctx, result["bench"])
+
+
+@main.command("setup")
+@click.argument("environment", type=click.Choice([ARM_EMULATOR]))
+def setup_cmd(environment) -> None:
+    """Build a helper environment in your cache folder. arm-emulator: qemu, an aarch64 Python and the ARM builds of
+    the runtimes, for `edgekit bench --target arm --emulate CPU`. Run again to check it; done steps are skipped."""
+    edgekit.setup(environment, log=_stderr)
 
 
 @main.command("targets")

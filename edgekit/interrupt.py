@@ -47,12 +47,6 @@ def install() -> None:
     threading.Thread(target=_watch, name="edgekit-interrupt", daemon=True).start()
 
 
-def child_unblock() -> None:
-    """subprocess preexec_fn that gives a child the usual signal mask back. Rarely worth it: a preexec_fn makes
-    subprocess fork the whole (multithreaded) process instead of using vfork; _exit kills children anyway."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
-
-
 def _watch() -> None:
     global _pending, _exiting
     signal.sigwait(SIGNALS)

@@ -99,11 +99,13 @@ class _Run:
         q = r.quantize
         qkey = None if model_path is None else stage_keys.quantize_key(
             sha256_of(Path(model_path)), calib, eval_, self.inputs.identity(), q.method, r.data.calib_size,
-            r.data.seed, q.max_drop)
+            r.data.seed, q.max_drop, r.resolve(r.data.labels), r.resolve(r.data.classes))
         self.decide("quantize", qkey, manifest().get("stages", {}).get("quantize", {}).get("inputs_key"),
-                    lambda: edgekit.quantize(model_path, calib, eval=eval_, workdir=ws.root, inputs=self.inputs,
+                    lambda: edgekit.quantize(model_path, calib, eval=eval_, labels=r.resolve(r.data.labels),
+                                             classes=r.resolve(r.data.classes), workdir=ws.root, inputs=self.inputs,
                                              method=q.method, calib_size=r.data.calib_size, seed=r.data.seed,
-                                             batch=q.batch, threads=q.threads, max_drop=q.max_drop, force=self.force,
+                                             batch=q.batch, threads=q.threads, max_drop=q.max_drop, strict=q.strict,
+                                             force=self.force,
                                              log=self.log))
         c, b = r.compile, r.bench
         gates = asdict(b.gates)
@@ -116,14 +118,21 @@ class _Run:
                                                        batch=c.batch, openvino_source=c.openvino_source,
                                                        max_drop=c.max_drop, log=self.log))
             bkey = None if ckey is None else stage_keys.bench_key(ckey, r.resolve(b.eval), b.batch, b.runs, b.warmup,
-                                                                  b.warmup_seconds, gates, b.remote)
+                                                                  b.warmup_seconds, gates,
+                                                                  f"emulate:{b.emulate}:{b.emulate_images}"
+                                                                  if b.emulate else b.remote, b.strict_timing,
+                                                                  r.resolve(b.labels), r.resolve(b.classes))
             benched = manifest().get("targets", {}).get(name, {}).get("bench", {})
             self.decide(f"bench {name}", bkey, benched.get("inputs_key"),
-                        lambda n=name: edgekit.bench(n, workdir=ws.root, eval=r.resolve(b.eval), batch=b.batch,
+                        lambda n=name: edgekit.bench(n, workdir=ws.root, eval=r.resolve(b.eval),
+                                                     labels=r.resolve(b.labels), classes=r.resolve(b.classes),
+                                                     batch=b.batch,
                                                      threads=b.threads, runs=b.runs, warmup=b.warmup,
                                                      warmup_seconds=b.warmup_seconds, max_drop=b.gates.max_drop,
                                                      max_latency_ms=b.gates.max_latency_ms,
-                                                     min_speedup=b.gates.min_speedup, remote=b.remote,
+                                                     min_speedup=b.gates.min_speedup,
+                                                     strict_timing=b.strict_timing, remote=b.remote,
+                                                     emulate=b.emulate, emulate_images=b.emulate_images,
                                                      ssh_key=r.resolve(b.ssh_key), remote_python=b.remote_python,
                                                      log=self.log))
         return self.done

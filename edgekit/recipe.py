@@ -36,12 +36,15 @@ class PreprocessSpec:
     mean: str | None = None
     std: str | None = None
     resize: int | None = None
+    pixel_range: int = 1  # the scale mean/std are written on: 1 (default) or 255
 
 
 @dataclass
 class DataSpec:
     calib: str = ""  # required
     eval: str | None = None
+    labels: str | None = None  # labels of the eval images: JSON/CSV, file name -> class index or name
+    classes: str | None = None  # the model's class names in output order (text, one per line, or JSON)
     calib_size: int | None = 512
     seed: int = 0
 
@@ -68,6 +71,7 @@ class QuantizeSpec:
     batch: int = 64
     threads: int = 0
     max_drop: float | None = None  # accuracy budget: sensitive layers stay in float until the drop fits
+    strict: bool = False  # an fp32 top-1 about chance on labelled eval images is an error, not a warning
 
 
 @dataclass
@@ -95,9 +99,14 @@ class BenchSpec:
     warmup: int = 20
     warmup_seconds: float = 1.0
     eval: str | None = None
+    labels: str | None = None  # labels of bench.eval's images, as data.labels
+    classes: str | None = None  # the model's class names, as data.classes
     remote: str | None = None  # user@host[:port]: bench on the board over ssh
     ssh_key: str | None = None
     remote_python: str | None = None
+    strict_timing: bool = False  # an inconclusive latency/speed-up gate (noisy timing) fails instead
+    emulate: str | None = None  # arm only: run its int8 artifacts on this emulated aarch64 CPU (e.g. cortex-a76)
+    emulate_images: int | None = None  # eval images to run emulated
     gates: GatesSpec = field(default_factory=GatesSpec)
 
 
@@ -119,7 +128,7 @@ class Recipe:
 
         m, p = self.model, self.preprocess
         return ModelInputs(arch=m.arch, trust_pickle=trust_pickle, input_shape=m.input_shape, size=p.size,
-                           channels=p.channels, mean=p.mean, std=p.std, resize=p.resize)
+                           channels=p.channels, mean=p.mean, std=p.std, resize=p.resize, pixel_range=p.pixel_range)
 
     def resolve(self, text: str | None) -> str | None:
         """A path from the recipe, relative to the recipe's folder; named datasets pass through."""
@@ -131,8 +140,9 @@ class Recipe:
 
 
 # Paths a recipe may name, and whether they must already exist when the run starts.
-PATH_KEYS = {("model", "path"): True, ("data", "calib"): True, ("data", "eval"): True,
-             ("distill", "data"): True, ("bench", "eval"): True, ("workdir",): False}
+PATH_KEYS = {("model", "path"): True, ("data", "calib"): True, ("data", "eval"): True, ("data", "labels"): True,
+             ("data", "classes"): True,
+             ("distill", "data"): True, ("bench", "eval"): True, ("bench", "labels"): True, ("bench", "classes"): True, ("workdir",): False}
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -90,8 +90,10 @@ def gates_cell(gates: list[dict]) -> str:
 
 def status_cell(r: dict) -> str:
     """pass/FAIL is the overall verdict; what it does not say (int8 slower than fp32, gates that could not be
-    checked) follows in brackets, so a slow int8 artifact never reads as a plain "pass"."""
+    checked, a noisy timing) follows in brackets, so a slow int8 artifact never reads as a plain "pass"."""
     caveats = ["int8 slower than fp32"] if slower(r) else []
+    if noisy(r):
+        caveats.append("noisy")
     for st in ("not checked", "inconclusive"):
         n = sum(gate_status(g) == st for g in r["gates"])
         if n:
@@ -100,9 +102,37 @@ def status_cell(r: dict) -> str:
     return f"{base} ({'; '.join(caveats)})" if caveats else base
 
 
-def speedup_cell(r: dict) -> str:
+def noisy(r: dict) -> bool:
+    return bool((r.get("noise") or {}).get("noisy"))  # bench.json from before the noise record: not judged
+
+
+def speedup_cell(r: dict, interval: bool = True) -> str:
+    """e.g. "2.29x (2.10-2.45)": the speed-up and its 95 % interval, "slower" added below 1.00x."""
     s = r["speedup_vs_reference"]
-    return "-" if s is None else f"{s:.2f}x" + (" (slower)" if slower(r) else "")
+    if s is None:
+        return "-"
+    span = r.get("speedup_interval") if interval else None
+    extra = ([f"{span[0]:.2f}-{span[1]:.2f}"] if span else []) + (["slower"] if slower(r) else [])
+    return f"{s:.2f}x" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def timing_line(r: dict) -> str | None:
+    """What the speed-up's trust rests on, in one line: its interval, the load around the timing, and why it is
+    noisy if it is (None for a bench.json without that record)."""
+    noise = r.get("noise")
+    if not noise:
+        return None
+    span = r.get("speedup_interval")
+    parts = [f"speed-up 95 % interval {span[0]:.2f}-{span[1]:.2f}x over {noise['rounds']} rounds" if span
+             else f"no speed-up interval ({noise['rounds']} rounds)"]
+    before, after = noise.get("load_average_before"), noise.get("load_average_after")
+    if before and after:
+        parts.append(f"1-min load average {before[0]:.2f} before, {after[0]:.2f} after timing on {noise.get('cores')} cores")
+    if noise.get("others_cpu_share") is not None:
+        parts.append(f"other processes used {100 * noise['others_cpu_share']:.0f} % of the CPU time meanwhile")
+    if noise["noisy"]:
+        parts.append("NOISY: " + "; ".join(noise["reasons"]))
+    return f"{r['target']}: " + "; ".join(parts)
 
 
 def note_label(r: dict) -> str:
@@ -137,7 +167,7 @@ def report_row(r: dict, notes: Footnotes) -> list[str]:
     reasons = [f"{r['target']}: gate {g['name']} {gate_status(g)}: {g['reason']}"
                for g in r["gates"] if gate_status(g) != "passed" and g.get("reason")]
     cells[9] += "".join(notes.mark(t) for t in reasons)
-    cells[10] += notes.mark(r.get("latency_note"))
+    cells[10] += notes.mark(r.get("latency_note")) + notes.mark(timing_line(r))
     sizes = r.get("sizes_bytes", {})
     return [*cells[:9], f"{_size(sizes.get('int8'))} / {_size(sizes.get('fp32'))}", *cells[9:]]
 
@@ -190,10 +220,13 @@ def notes(results: list[dict]) -> list[str]:
     return [f"Host: {env['cpu']} ({env['machine']}, {env['cores']} cores; {', '.join(env['isa']) or 'no SIMD flags read'}).",
             f"Runtimes: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}.",
             "Speedup = reference p50 / int8 p50, both timed in interleaved rounds in the same run, each target "
-            "against its own fp32 reference in its own runtime; below 1.00x the int8 artifact is slower (marked).",
+            "against its own fp32 reference in its own runtime; below 1.00x the int8 artifact is slower (marked). "
+            "In brackets: its 95 % interval from the interleaved rounds. noisy: a busy machine or an interval "
+            "reaching further than +-10 %; a latency or speed-up gate inside it is inconclusive (docs/bench.md).",
             "host proxy: timed on hardware that is not the target's (this host, or a board of another kind), never "
-            "the device's latency. emulated: the target's runtime is "
-            "absent; accuracy comes from running its artifact on ONNX Runtime and no latency is reported."]
+            "the device's latency. emulated: accuracy only, no latency: the target's runtime is absent and its "
+            "artifact ran on ONNX Runtime (jetson without TensorRT), or the CPU was emulated (arm with --emulate: "
+            "the aarch64 runtimes under qemu)."]
 
 
 def markdown(results: list[dict], ctx: dict | None = None) -> str:
@@ -305,7 +338,7 @@ def svg_plot(results: list[dict], width: int = 1080) -> str:
                          f'<title>{esc(tip)}</title></circle>')
             label = f"{role} {lat['p50']:.3f} ms · {_size(nbytes)}" + (f" · {_pct(top1)}" if top1 is not None else "")
             if role == "int8" and r["speedup_vs_reference"] is not None:
-                label += f" · {speedup_cell(r)}"
+                label += f" · {speedup_cell(r, interval=False)}"  # the interval is in the table
             weight = ' font-weight="bold" fill="#cf222e"' if role == "int8" and slower(r) else ""
             parts.append(f'<text x="{left + pw + 10}" y="{y + 4:.1f}" font-size="12"{weight}>{esc(label)}</text>')
         if len(drawn) == 2:

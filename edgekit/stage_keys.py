@@ -42,9 +42,9 @@ def key_of(*parts) -> str:
 
 
 def quantize_key(model_sha256: str, calib, eval, inputs_identity: dict, method: str, calib_size, seed: int,  # noqa: A002
-                 max_drop) -> str:
+                 max_drop, labels=None, classes=None) -> str:
     return key_of("quantize", model_sha256, fingerprint(calib), fingerprint(eval), inputs_identity, method,
-                  calib_size, seed, max_drop)
+                  calib_size, seed, max_drop, fingerprint(labels), fingerprint(classes))
 
 
 def compile_key(quantize: str, target: str, device: str, batch: int, openvino_source, max_drop) -> str:
@@ -52,8 +52,10 @@ def compile_key(quantize: str, target: str, device: str, batch: int, openvino_so
 
 
 def bench_key(compile: str, eval, batch: int, runs: int, warmup: int, warmup_seconds: float,  # noqa: A002
-              gates: dict, remote) -> str:
-    return key_of("bench", compile, fingerprint(eval), batch, runs, warmup, warmup_seconds, gates, remote)
+              gates: dict, remote, strict_timing: bool = False, labels=None, classes=None) -> str:
+    # strict_timing turns an inconclusive gate into a failure, so it changes the result
+    return key_of("bench", compile, fingerprint(eval), fingerprint(labels), fingerprint(classes), batch, runs, warmup,
+                  warmup_seconds, gates, remote, strict_timing)
 
 
 def workspace_eval_key(manifest: dict) -> str:

@@ -71,8 +71,10 @@ def compile_table(results: dict) -> str:
 
 
 def bench_table(results: dict) -> str:
-    from .reporting import COLUMNS, row
+    from .reporting import COLUMNS, row, timing_line
 
     # arm: + the .tflite pair. row() marks an int8 artifact slower than its fp32 reference in status and speed-up.
-    rows = [row(v) for r in results.values() for v in [r, *r.get("variants", {}).values()]]
-    return format_table(COLUMNS, rows, align="lllrrrrrrll")
+    every = [v for r in results.values() for v in [r, *r.get("variants", {}).values()]]
+    table = format_table(COLUMNS, [row(v) for v in every], align="lllrrrrrrll")
+    # Below the table: each timed row's interval, the load around its timing and why it is noisy (too long for a cell).
+    return "\n".join([table, *filter(None, map(timing_line, every))])

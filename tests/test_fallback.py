@@ -131,7 +131,8 @@ def test_compile_fallback_on_every_target(name, compiled_with_budget):
     assert 100 * (v["reference_top1"] - v["top1"]) <= BUDGET + 1e-9
     assert 1 <= len(fb["float_layers"]) < 6
     assert info["details"]["float_layers"] == fb["float_layers"]
-    assert set(info["precision"].values()) & {"int8"}, "the rest still runs in int8"
+    # "mixed": some layers of a kind int8, the ones kept in float not (arm keeps a conv float on this net)
+    assert set(info["precision"].values()) & {"int8", "mixed"}, "the rest still runs in int8"
 
 
 def test_no_fallback_when_none_is_needed(tmp_path, trained_tiny, calib_small, eval_npz_small):

@@ -264,6 +264,11 @@ def test_page_fits_1280px_without_horizontal_scroll(tmp_path, long_strings):
             b["latency_note"] = "x " * 200
             b["gates"] = [{"name": f"gate_{i}_with_a_long_name", "limit": 1, "value": None, "passed": False,
                            "status": "inconclusive", "reason": "y " * 50} for i in range(3)]
+            if b["speedup_vs_reference"] is not None:  # a noisy timing: the widest speed-up cell and status
+                b["speedup_vs_reference"] = 0.7
+                b["speedup_interval"] = [0.55, 12.34]
+                b["noise"] = {"noisy": True, "reasons": ["z " * 50], "rounds": 20, "cores": 2,
+                              "load_average_before": [3.1, 3, 3], "load_average_after": [3.2, 3, 3]}
     _, page = write_report(make_workspace(tmp_path / "ws", benches))
     probe = tmp_path / "probe.html"
     # The report has no scripts; the probe copy gets one that writes the page's scroll width into the DOM.

@@ -67,6 +67,36 @@ def environment() -> dict:
     }
 
 
+def load_snapshot() -> dict:
+    """The machine's load now: load averages and, on Linux, CPU time counters (the whole machine's busy time and
+    this process's own, all threads) so that `load_between` can tell what others took while the loop ran."""
+    snap = {"load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None, "cpu": None}
+    try:
+        # cpu user nice system idle iowait irq softirq steal (guest is inside user): steal is a hypervisor
+        # running someone else on our core, which disturbs a timing like any other process
+        user, nice, system, idle, iowait, irq, softirq, steal = (
+            [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]] + [0] * 8)[:8]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()  # the name may hold spaces
+        snap["cpu"] = {"busy": user + nice + system + irq + softirq + steal,
+                       "total": user + nice + system + idle + iowait + irq + softirq + steal,
+                       "own": int(own[11]) + int(own[12])}  # utime + stime
+    except (OSError, ValueError, IndexError):
+        pass
+    return snap
+
+
+def load_between(before: dict, after: dict) -> dict:
+    """Load averages before and after a timing, and the share of the machine's CPU time that other processes took
+    meanwhile (None off Linux): what competed with the loop, the bench's own threads excluded."""
+    share = None
+    if before["cpu"] and after["cpu"]:
+        total = after["cpu"]["total"] - before["cpu"]["total"]
+        others = (after["cpu"]["busy"] - before["cpu"]["busy"]) - (after["cpu"]["own"] - before["cpu"]["own"])
+        share = max(0.0, others / total) if total > 0 else None
+    return {"load_average_before": before["load_average"], "load_average_after": after["load_average"],
+            "others_cpu_share": share}
+
+
 def interleaved_latency(runners: dict, x: np.ndarray, runs: int, warmup: int, warmup_seconds: float,
                         tick=lambda: None) -> dict:
     """Per-call milliseconds for each runner, timed in alternating rounds after a warm-up by count and by time.
