@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .resnet import BasicBlock
+
 
 class ShortcutA(nn.Module):
     """Option A: x[:, :, ::2, ::2] with (out - in) / 2 zero channels on each side; no weights."""
@@ -26,21 +28,6 @@ class ShortcutA(nn.Module):
         return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad, self.pad))
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.shortcut: nn.Module = ShortcutA(in_ch, out_ch, stride) if stride != 1 or in_ch != out_ch else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
 class CifarResNet(nn.Module):
     def __init__(self, blocks_per_stage: int, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
@@ -50,7 +37,8 @@ class CifarResNet(nn.Module):
         for out_ch, stride in ((16, 1), (32, 2), (64, 2)):
             layers = []
             for i in range(blocks_per_stage):
-                layers.append(BasicBlock(in_ch, out_ch, stride if i == 0 else 1))
+                s = stride if i == 0 else 1
+                layers.append(BasicBlock(in_ch, out_ch, s, shortcut=ShortcutA(in_ch, out_ch, s)))
                 in_ch = out_ch
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3 = stages

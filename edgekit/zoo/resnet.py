@@ -13,7 +13,10 @@ from torch import nn
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+    """Two 3x3 conv-BN layers and a shortcut. `shortcut` replaces the default (a 1x1 projection where the shape
+    changes, the paper's option B), e.g. with cifar_resnet's weightless option A."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, shortcut: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_ch)
@@ -22,7 +25,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         # A 1x1 projection only where the shape changes; identity otherwise.
         self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
+        if shortcut is not None and (stride != 1 or in_ch != out_ch):
+            self.shortcut = shortcut
+        elif stride != 1 or in_ch != out_ch:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch)
             )
