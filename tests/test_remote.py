@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
+from edgekit.workspace import LOCK_FILE
 from tests.conftest import compile_all
 
 SSHD = "/usr/sbin/sshd"
@@ -146,7 +147,8 @@ def test_remote_bench_equals_local_and_cleans_up(sshd, compiled):
 
 
 def snapshot(root: Path) -> dict:
-    return {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    """Every file and its mtime, but the writer lock's file: a failed bench still took (and released) the lock."""
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.name != LOCK_FILE}
 
 
 def error_lines(result) -> list[str]:

@@ -15,7 +15,7 @@ from edgekit import metrics
 from edgekit.data import Preprocess, open_images
 from edgekit.targets.tflite_export import FILES, INSTALL, missing
 from tests.target_helpers import compile_target
-from tests.test_remote import NEEDS_OPENSSH, sshd  # noqa: F401 - sshd is a fixture used below
+from tests.test_remote import NEEDS_OPENSSH, no_user_ssh_config, sshd  # noqa: F401 - fixtures used below
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
