@@ -124,13 +124,12 @@ class Workspace:
         def claim_and_lock() -> int:
             nonlocal created
             created = self._claim(force) if create else False
-            try:
-                return self._lock()
-            except BaseException:
-                forget_created_root()
-                raise
+            # A writer that does not get the lock leaves the folder alone, even one it saw missing: two writers
+            # starting at once both see no folder, and the one that holds the lock owns what is in it.
+            return self._lock()
 
         def forget_created_root(*_) -> None:
+            # Only while holding the lock: released first, the folder could already be another writer's.
             if created and self.root.is_dir() and {p.name for p in self.root.iterdir()} <= {LOCK_FILE}:
                 interrupt.remove_tree(self.root)  # a first stage that failed leaves no folder behind
 
@@ -140,8 +139,10 @@ class Workspace:
                 yield self
             finally:
                 del _held[key]
-                os.close(fd)  # releases the lock
-                forget_created_root()
+                try:
+                    forget_created_root()
+                finally:
+                    os.close(fd)  # releases the lock
 
     def _claim(self, force: bool) -> bool:
         """Check that a writer may start a workspace here; True if the folder does not exist yet (it is made)."""
