@@ -107,6 +107,8 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
                  else _Board(remote, ssh_key, remote_python, threads))
         if guest:
             eval_set, eval_label = emulator.eval_subset(eval_set, eval_label, emulate_images, pre)
+        # compile's outputs are reusable only for the workspace's own eval set (computed once: it stats the files)
+        eval_key = stage_keys.workspace_eval_key(manifest) if eval is None and remote is None and not guest else None
         results = {}
         with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:  # holds the inputs sent to a remote
             where.prepare(eval_set, pre, Path(tmp), log)
@@ -115,7 +117,7 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
                 folder = ws.inside(compiled[name]["dir"])
                 options = compiled[name].get("options", {})
                 local = remote is None and guest is None
-                reuse = _validation_outputs(ws, compiled[name], eval, options) if local else None
+                reuse = _validation_outputs(ws, compiled[name], eval_key, options) if local else None
                 pairs = tgt.pairs(folder, local=remote is None)
                 result = None
                 for pair in pairs:
@@ -161,14 +163,15 @@ def _note_fixed_batch(row: dict, model_batch: int | None, pair: ArtifactPair, ba
                                 "calls (timed together)")
 
 
-def _validation_outputs(ws: Workspace, compiled: dict, eval, options: dict) -> dict | None:  # noqa: A002
+def _validation_outputs(ws: Workspace, compiled: dict, eval_key: str | None, options: dict) -> dict | None:
     """The main pair's outputs that compile computed, when they are outputs of this bench's images: the
-    workspace's own eval set, unchanged since, on the CPU (compile validates there)."""
+    workspace's own eval set (eval_key: its key now; None when bench was given other images), unchanged since
+    compile, on the CPU (compile validates there)."""
     record = compiled.get("validation")
-    if eval is not None or record is None or options.get("device", "CPU") != record.get("device"):
+    if eval_key is None or record is None or options.get("device", "CPU") != record.get("device"):
         return None
     path = ws.inside(record["file"])
-    if not path.is_file() or stage_keys.workspace_eval_key(ws.read_manifest()) != record.get("eval_key"):
+    if not path.is_file() or eval_key != record.get("eval_key"):
         return None
     with np.load(path) as z:
         return {"int8": z["int8"], "fp32": z["fp32"]}

@@ -42,7 +42,7 @@ def run(recipe_path: str | Path, *, overrides: list[str] | None = None, force: b
         log(f"this recipe benches on {recipe.bench.remote}: the compiled models and the preprocessed eval images "
             "will be uploaded there over ssh (its host key must already be in known_hosts)")
     if dry_run:  # a reader: no lock, nothing written
-        return _result(recipe, ws, _Run(recipe, ws, force, True, trust_pickle, log).stages(), None)
+        return _result(recipe, ws, _Run(recipe, ws, force, True, trust_pickle, log).stages(), None, dry=True)
     import edgekit
 
     with ws.writing(create=True, force=force):
@@ -146,15 +146,17 @@ class _Run:
         return [n for n in chosen if names != ["all"] or get_target(n).available() is None]
 
 
-def _result(recipe: Recipe, ws: Workspace, stages: list[dict], report: list[str] | None) -> dict:
+def _result(recipe: Recipe, ws: Workspace, stages: list[dict], report: list[str] | None, dry: bool = False) -> dict:
     """The run's summary; after a real run also the workspace's quantize.json and each benched target's bench.json."""
     out = {"recipe": str(recipe.source), "workdir": str(ws.root), "stages": stages, "quantize": None, "bench": {},
            "report": report}
-    if all(s["status"] in (SKIP, RUN) for s in stages) and ws.path("quantize.json").is_file():
+    if dry:
+        return out
+    if ws.path("quantize.json").is_file():
         out["quantize"] = json.loads(ws.path("quantize.json").read_text())
     for entry in stages:
         kind, _, name = entry["stage"].partition(" ")
         path = ws.root / "targets" / name / "bench.json"
-        if kind == "bench" and report is not None and path.is_file():
+        if kind == "bench" and path.is_file():
             out["bench"][name] = json.loads(path.read_text())
     return out

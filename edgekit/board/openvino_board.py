@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from . import BoardError
+from .timing import any_batch
 
 RUNTIME_MODULE = "openvino"
 
@@ -70,22 +71,15 @@ class OpenVINOModel:
         batch = self.compiled.inputs[0].get_partial_shape()[0]
         self.fixed_batch = batch.get_length() if batch.is_static else None
         self.static_shapes = StaticShapes(core, path, device, config, self.compiled)
+        self._run = any_batch(lambda x: self.compiled_for(len(x))(x)[0], self.fixed_batch)
 
     def compiled_for(self, batch: int):
         """The compilation that runs `batch` images: a static-shape one where the IR's batch is dynamic."""
         return self.compiled if self.fixed_batch is not None else self.static_shapes(batch)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.fixed_batch is None or len(x) == self.fixed_batch:
-            return self.compiled_for(len(x))(x)[0]
-        # An IR whose batch could not be made dynamic: run fixed-size chunks, the last one zero-padded.
-        b, outs = self.fixed_batch, []
-        for start in range(0, len(x), b):
-            chunk = x[start : start + b]
-            padded = np.concatenate([chunk, np.zeros((b - len(chunk), *chunk.shape[1:]), np.float32)])
-            outs.append(self.compiled(padded)[0][: len(chunk)])
-        return np.concatenate(outs)
+        # An IR whose batch could not be made dynamic runs fixed-size chunks, the last one zero-padded (any_batch).
+        return self._run(np.ascontiguousarray(x, dtype=np.float32))
 
 
 def open_model(path: Path, which: str, threads: int = 0, options: dict | None = None) -> OpenVINOModel:
