@@ -34,11 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from . import emulator
-from . import metrics, preflight, stage_keys, timing_stats
+from . import metrics, outputs, preflight, stage_keys, timing_stats
 from .board.timing import ACCURACY_BATCH, interleaved_latency, load_between, load_snapshot, summarize
 from .data import ImageSet, Preprocess, open_images
 from .environment import environment
 from .errors import EdgekitError
+from .outputs import OutputLayout
 from .progress import progress
 from .remote import parse_host, run_remote
 from .targets import ArtifactPair, get_target, resolve_targets
@@ -46,14 +47,15 @@ from .workspace import (Workspace, check_labels, require_compiled, require_quant
                         write_json_atomic)
 
 
-def check_limits(runs: int, warmup: int, batch: int, max_drop, max_latency_ms, min_speedup) -> None:
+def check_limits(runs: int, warmup: int, batch: int, max_drop, max_latency_ms, min_speedup, min_sqnr=None) -> None:
     if runs < 1:
         raise EdgekitError(f"--runs must be at least 1, got {runs}", "e.g. --runs 200")
     if warmup < 0:
         raise EdgekitError(f"--warmup must be 0 or more, got {warmup}", "e.g. --warmup 20")
     if batch < 1:
         raise EdgekitError(f"--batch must be at least 1, got {batch}", "e.g. --batch 1")
-    for flag, value in (("--max-drop", max_drop), ("--max-latency-ms", max_latency_ms), ("--min-speedup", min_speedup)):
+    for flag, value in (("--max-drop", max_drop), ("--max-latency-ms", max_latency_ms), ("--min-speedup", min_speedup),
+                        ("--min-sqnr", min_sqnr)):
         if value is not None and value < 0:
             raise EdgekitError(f"{flag} must not be negative, got {value}", "give a limit of 0 or more")
 
@@ -62,7 +64,7 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
           labels: str | Path | None = None, classes: str | Path | None = None,
           batch: int = 1, threads: int | None = None, runs: int = 200, warmup: int = 20, warmup_seconds: float = 1.0,
           max_drop: float | None = None, max_latency_ms: float | None = None, min_speedup: float | None = None,
-          strict_timing: bool = False, remote: str | None = None, ssh_key: str | Path | None = None,
+          min_sqnr: float | None = None, strict_timing: bool = False, remote: str | None = None, ssh_key: str | Path | None = None,
           remote_python: str | None = None, emulate: str | None = None, emulate_images: int | None = None,
           log=print) -> dict:
     """Latency and accuracy of each compiled target, against its own fp32 reference, with pass/fail gates.
@@ -70,7 +72,8 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
     target: a name, a comma list, or "all" compiled. workdir: the workspace. eval: other eval images (default:
         the ones quantize used), with `labels` / `classes` files as quantize takes them. batch, threads (default: all cores, the board's with `remote`), runs, warmup,
         warmup_seconds: the timing. Gates: max_drop (top-1 points lost vs fp32; disagreement without labels),
-        max_latency_ms (int8 p50), min_speedup (int8 over its fp32 reference). A gate a target cannot measure
+        max_latency_ms (int8 p50), min_speedup (int8 over its fp32 reference), min_sqnr (dB: every output's SQNR
+        against the fp32 reference's at least this). A gate a target cannot measure
         (a latency where the runtime is emulated) is "not checked". A latency or speed-up gate whose limit lies
         inside the 95 % interval of a noisy measurement is "inconclusive"; strict_timing makes it "failed".
     remote: "user@host[:port]" (IPv6: user@[addr]:port) to run on that board over ssh, with `ssh_key` and the
@@ -82,7 +85,7 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
     Writes targets/<name>/bench.json and returns {name: bench.json content}; result["passed"] is False when a
     gate failed.
     """
-    check_limits(runs, warmup, batch, max_drop, max_latency_ms, min_speedup)
+    check_limits(runs, warmup, batch, max_drop, max_latency_ms, min_speedup, min_sqnr)
     if remote is None and (ssh_key is not None or remote_python is not None):
         raise EdgekitError("--ssh-key and --remote-python only apply to a remote bench", "add --remote user@host")
     if remote is not None:
@@ -95,15 +98,18 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
         compiled = manifest.get("targets", {})
         names = [emulator.TARGET] if guest else list(compiled) if target == "all" else resolve_targets(target)
         require_compiled(ws, manifest, names)
-        gates_wanted = {"max_drop": max_drop, "max_latency_ms": max_latency_ms, "min_speedup": min_speedup}
+        gates_wanted = {"max_drop": max_drop, "max_latency_ms": max_latency_ms, "min_speedup": min_speedup,
+                        "min_sqnr": min_sqnr}
+        layout = OutputLayout.from_list(manifest.get("outputs"), manifest["input"].get("num_classes"))
         timing = {"batch": batch, "runs": runs, "warmup": warmup, "warmup_seconds": warmup_seconds}
         pre = Preprocess.from_dict(manifest["preprocess"])
         if eval is not None:
             eval_set, eval_label = open_images(eval, "eval", labels, classes), str(eval)
-            check_labels(eval_set, manifest["input"]["num_classes"])
+            if layout.logits is not None:
+                check_labels(eval_set, layout.num_classes)
         else:
             _, eval_set, eval_label = workspace_images(manifest)
-        where = (_Emulated(guest, threads) if guest else _Here(threads) if remote is None
+        where = (_Emulated(guest, threads, layout) if guest else _Here(threads) if remote is None
                  else _Board(remote, ssh_key, remote_python, threads))
         if guest:
             eval_set, eval_label = emulator.eval_subset(eval_set, eval_label, emulate_images, pre)
@@ -130,14 +136,14 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
                             raise
                         log(f"{label}: not benched: {e.message}")  # e.g. no ai-edge-litert on the board
                         continue
-                    row = _result(tgt, label, pair, run, eval_set, eval_label, options, timing, remote)
+                    row = _result(tgt, label, pair, run, eval_set, eval_label, options, timing, remote, layout)
                     _note_fixed_batch(row, manifest["input"]["shape"][0], pair, batch)
-                    chance = preflight.near_chance(row["accuracy"]["reference_top1"], manifest["input"]["num_classes"])
+                    chance = preflight.near_chance(row["accuracy"]["reference_top1"], layout.num_classes or 0)
                     if chance:  # said before any gate is judged: the gates compare two broken pipelines
                         log(f"{label}: WARNING: {chance}")
                         row.setdefault("warnings", []).append(chance)
                     if result is None:
-                        row["gates"] = gates(row, max_drop, max_latency_ms, min_speedup, strict_timing)
+                        row["gates"] = gates(row, max_drop, max_latency_ms, min_speedup, strict_timing, min_sqnr)
                         row["passed"] = not any(g["status"] == "failed" for g in row["gates"])
                         result = row
                     else:  # a further pair: its own row, no gates of its own
@@ -193,7 +199,7 @@ class _Here:
         ref = tgt.runner(folder, pair.reference, self.threads, options)
         log(f"{label}: {int8.runtime}, {self.threads} threads, batch {timing['batch']}"
             + ("; accuracy from compile's check" if reuse is not None else ""))
-        outputs = (reuse["int8"], reuse["fp32"]) if reuse is not None else _outputs(int8, ref, images, pre, label)
+        both = (reuse["int8"], reuse["fp32"]) if reuse is not None else _outputs(int8, ref, images, pre, label)
         timings = load = None
         if not int8.emulated:
             x = _input_batch(images, pre, timing["batch"])
@@ -202,7 +208,7 @@ class _Here:
                 timings = interleaved_latency({"int8": int8, "reference": ref}, x, timing["runs"], timing["warmup"],
                                               timing["warmup_seconds"], lambda: bar.update(1))
             load = load_between(before, load_snapshot())
-        return {"outputs": outputs, "timings": timings, "load": load,
+        return {"outputs": both, "timings": timings, "load": load,
                 "emulated": bool(int8.emulated), "runtime": int8.runtime,
                 "threads": self.threads, "providers": {"int8": list(int8.providers), "fp32": list(ref.providers)},
                 "environment": {**self.env, "precision": int8.precision_hint}}
@@ -234,8 +240,9 @@ class _Emulated:
     runtimes, under qemu (emulator.py). The pair also runs here on the same inputs, for the fp32 reference's outputs
     and the x86 outputs the aarch64 ones are compared with. No latency: emulation time is not device time."""
 
-    def __init__(self, guest, threads: int | None) -> None:
+    def __init__(self, guest, threads: int | None, layout: OutputLayout) -> None:
         self.guest, self.threads = guest, threads or os.cpu_count() or 1
+        self.logits = layout.primary if layout.logits else None
 
     def prepare(self, images, pre, tmp: Path, log) -> None:
         log(f"preprocessing {len(images)} eval images for the emulated {self.guest.cpu}")
@@ -249,7 +256,7 @@ class _Emulated:
             "emulation time is not device time)")
         out = emulator.run_pair(self.guest, folder, pair, self.inputs, threads=self.threads, options=options, log=log)
         int8_here, ref = _outputs(here_int8, here_ref, images, pre, f"{label} on this host")
-        record = emulator.record(self.guest, out, int8_here, here_int8.runtime)
+        record = emulator.record(self.guest, out, int8_here, here_int8.runtime, self.logits)
         log(emulator.summary(label, record))
         return {"outputs": (out["outputs"]["int8"], ref), "timings": None, "load": None, "emulated": True,
                 "runtime": f"{out['runtime']}, aarch64 (emulated CPU {self.guest.cpu})", "threads": out["threads"],
@@ -260,7 +267,7 @@ class _Emulated:
 
 
 def _result(tgt, label: str, pair: ArtifactPair, run: dict, images: ImageSet, eval_label: str, options: dict,
-            timing: dict, remote: str | None) -> dict:
+            timing: dict, remote: str | None, layout: OutputLayout) -> dict:
     """bench.json's shape for one pair (the main pair's gets gates added)."""
     machine = run["environment"]["machine"]
     host_proxy = run["emulated"] or bool(tgt.native_machines and machine not in tgt.native_machines)
@@ -268,7 +275,8 @@ def _result(tgt, label: str, pair: ArtifactPair, run: dict, images: ImageSet, ev
               "threads": run["threads"], "emulated": run["emulated"], "host_proxy": host_proxy,
               "device": options.get("device", "CPU"), "providers": run["providers"],
               "files": dict(pair.files), "eval": {"source": eval_label, "images": len(images)},
-              "accuracy": accuracy(*run["outputs"], images.labels)}
+              "accuracy": accuracy(*run["outputs"], images.labels, layout),
+              "outputs": outputs.fidelity(layout, *run["outputs"])}
     if remote is not None:
         result["remote"] = remote
     if run.get("emulation"):
@@ -301,7 +309,7 @@ def _log_variant(row: dict, log) -> None:
         return
     log(f"{row['target']}: int8 p50 {lat['p50']:.3f} ms vs fp32 p50 {ref['p50']:.3f} ms "
         f"({lat['p50'] / ref['p50']:.2f}x the fp32 time) on {row['runtime']}"
-        f"{', host proxy' if row['host_proxy'] else ''}; agreement {100 * row['accuracy']['agreement']:.2f} %")
+        f"{', host proxy' if row['host_proxy'] else ''}; {outputs.summary(row['outputs'])}")
 
 
 def write_inputs(images: ImageSet, pre: Preprocess, path: Path) -> Path:
@@ -330,10 +338,16 @@ def _outputs(int8, ref, images: ImageSet, pre: Preprocess, name: str) -> tuple[n
     return np.concatenate(a), np.concatenate(b)
 
 
-def accuracy(a: np.ndarray, b: np.ndarray, labels) -> dict:
-    """Metrics of int8 logits `a` against the fp32 reference's `b` and, where there are labels, the labels."""
-    out = {"top1": None, "top5": None, "reference_top1": None, "agreement": metrics.agreement(a, b),
-           "cosine": metrics.cosine(a, b), "worst_class_drop_points": None, "labelled": labels is not None}
+def accuracy(flat: np.ndarray, reference: np.ndarray, labels, layout: OutputLayout | None = None) -> dict:
+    """Metrics of the int8 outputs against the fp32 reference's and, where there are labels, the labels: top-1 and
+    agreement on the class-logits output (None without one), cosine and the worst SQNR over all outputs."""
+    layout = layout or OutputLayout.from_list(None, flat.shape[1])
+    a, b = layout.primary(flat), layout.primary(reference)
+    labels = labels if a is not None else None
+    out = {"top1": None, "top5": None, "reference_top1": None,
+           "agreement": metrics.agreement(a, b) if a is not None else None,
+           "cosine": metrics.cosine(flat, reference), "min_sqnr_db": outputs.min_sqnr(outputs.fidelity(layout, flat, reference)),
+           "worst_class_drop_points": None, "labelled": labels is not None}
     if labels is not None:
         labels = np.asarray(labels)
         out.update(top1=metrics.topk(a, labels), reference_top1=metrics.topk(b, labels))
@@ -345,7 +359,8 @@ def accuracy(a: np.ndarray, b: np.ndarray, labels) -> dict:
     return out
 
 
-def gates(result: dict, max_drop, max_latency_ms, min_speedup, strict_timing: bool = False) -> list[dict]:
+def gates(result: dict, max_drop, max_latency_ms, min_speedup, strict_timing: bool = False,
+          min_sqnr: float | None = None) -> list[dict]:
     """Each requested gate: {"name", "limit", "value", "status": passed | failed | inconclusive | not checked,
     "passed"}. A gate whose value cannot be measured on this target (a latency where the runtime is emulated) is
     "not checked": shown with its reason, and it neither passes nor fails the target. A latency or speed-up gate
@@ -353,10 +368,20 @@ def gates(result: dict, max_drop, max_latency_ms, min_speedup, strict_timing: bo
     strict_timing: which side of the limit the truth lies on is more than the measurement can say."""
     out = []
     acc = result["accuracy"]
-    if max_drop is not None:
+    if max_drop is not None and acc["agreement"] is None:
+        out.append({**_gate("max_drop_points", max_drop, None, False), "status": "not checked", "passed": None,
+                    "reason": "the model has no class-logits output (gate its outputs with --min-sqnr)"})
+    elif max_drop is not None:
         # With labels: top-1 points lost vs the fp32 reference; without: points of disagreement with it.
         value = (100 * (acc["reference_top1"] - acc["top1"]) if acc["labelled"] else 100 * (1 - acc["agreement"]))
         out.append(_gate("max_drop_points", max_drop, value, value <= max_drop))
+    if min_sqnr is not None:
+        # The worst output decides; an output identical to fp32 (no noise at all) has no SQNR and cannot fail.
+        worst = outputs.min_sqnr(result["outputs"])
+        gate = _gate("min_sqnr_db", min_sqnr, worst, worst is None or worst >= min_sqnr)
+        if worst is None:
+            gate["reason"] = "every output is identical to the fp32 reference's"
+        out.append(gate)
     lat = result["latency_ms"]
     noisy = bool((result.get("noise") or {}).get("noisy"))
     if max_latency_ms is not None:
@@ -368,7 +393,7 @@ def gates(result: dict, max_drop, max_latency_ms, min_speedup, strict_timing: bo
         out.append(_timing_gate("min_speedup_vs_reference", min_speedup, value, value is not None and value >= min_speedup,
                                 result.get("speedup_interval"), noisy, strict_timing))
     for gate in out:
-        if gate["value"] is None:
+        if gate["value"] is None and gate["name"] in ("max_latency_ms_p50", "min_speedup_vs_reference"):
             gate.update(status="not checked", passed=None, reason=f"no latency measured: {result['runtime']}")
     return out
 

@@ -114,26 +114,33 @@ def exit_on_failed_gates(ctx: click.Context, results: dict) -> None:
 @click.option("--workdir", default="edgekit-out", show_default=True, help="Workspace folder.")
 @click.option("--force", is_flag=True, help="Use --workdir even if it is a non-empty folder that is not an edgekit workspace.")
 @model_inputs
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "auto"]), default="percentile", show_default=True,
-              help="Activation range calibration; auto: try each, keep the best on held-out calibration images.")
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "cle", "cle+adaround", "auto"]),
+              default="percentile", show_default=True,
+              help="Activation range calibration; cle / cle+adaround: accuracy recovery (cross-layer equalization, "
+                   "AdaRound via edgekit[aimet]) with percentile ranges; auto: try each, keep the best on held-out "
+                   "calibration images.")
 @click.option("--calib-size", type=int, default=512, show_default=True, help="Calibration images to use (sampled with --seed).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch", type=int, default=64, show_default=True, help="Batch size for evaluation.")
 @click.option("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores).")
 @click.option("--max-drop", type=float, default=None, metavar="PTS",
               help="Accuracy budget: keep the most sensitive layers in float until the drop fits.")
+@click.option("--task", type=click.Choice(["classify", "segment", "detect", "features"]), default=None,
+              help="What the model's outputs are, where their shapes do not say (default: from the shapes).")
+@click.option("--output", "outputs", multiple=True, metavar="NAME=ROLE",
+              help="One output's role: logits, dense, detect, features or tensor (repeatable; wins over --task).")
 @click.option("--strict", is_flag=True,
               help="Fail (exit 2) when the fp32 top-1 on labelled eval images is about chance (preprocessing or labels wrong).")
 @click.option("--json", "as_json", is_flag=True, help="Print quantize.json instead of the table.")
 def quantize(model, calib, eval_, labels, classes, workdir, force, inputs, method, calib_size, seed, batch, threads, max_drop,
-             strict, as_json) -> None:
+             task, outputs, strict, as_json) -> None:
     """Post-training int8 quantization of MODEL, calibrated on real images; accuracy cost measured."""
     from .table import quantize_table
 
     report = edgekit.quantize(model, calib, eval=eval_, labels=labels, classes=classes, workdir=workdir,
                               inputs=inputs, method=method,
                               calib_size=calib_size, seed=seed, batch=batch, threads=threads, max_drop=max_drop,
-                              strict=strict, force=force, log=_stderr)
+                              task=task, output_roles=list(outputs), strict=strict, force=force, log=_stderr)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -178,6 +185,8 @@ def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_dr
 @click.option("--max-drop", type=float, default=None, help="Gate: top-1 points lost vs fp32 (disagreement without labels).")
 @click.option("--max-latency-ms", type=float, default=None, help="Gate: int8 p50 latency in ms.")
 @click.option("--min-speedup", type=float, default=None, help="Gate: int8 speedup over the target's fp32 reference.")
+@click.option("--min-sqnr", type=float, default=None, metavar="DB",
+              help="Gate: every output's SQNR against the fp32 reference, in dB (any model; e.g. 20).")
 @click.option("--strict-timing", is_flag=True,
               help="A latency/speed-up gate inside a noisy timing's 95 % interval fails (default: inconclusive).")
 @click.option("--remote", default=None, metavar="USER@HOST[:PORT]",
@@ -194,13 +203,13 @@ def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_dr
 @click.option("--json", "as_json", is_flag=True, help="Print the bench.json of each target.")
 @click.pass_context
 def bench_cmd(ctx, target, workdir, eval_, labels, classes, batch, threads, runs, warmup, warmup_seconds, max_drop, max_latency_ms, min_speedup,
-              strict_timing, remote, ssh_key, remote_python, emulate, emulate_images, as_json):
+              min_sqnr, strict_timing, remote, ssh_key, remote_python, emulate, emulate_images, as_json):
     """Latency and accuracy per compiled target, with pass/fail gates (exit 1 if any fails)."""
     from .table import bench_table
 
     results = edgekit.bench(target, workdir=workdir, eval=eval_, labels=labels, classes=classes, batch=batch, threads=threads, runs=runs, warmup=warmup,
                     warmup_seconds=warmup_seconds, max_drop=max_drop, max_latency_ms=max_latency_ms, min_speedup=min_speedup,
-                    strict_timing=strict_timing, remote=remote, ssh_key=ssh_key, remote_python=remote_python,
+                    min_sqnr=min_sqnr, strict_timing=strict_timing, remote=remote, ssh_key=ssh_key, remote_python=remote_python,
                     emulate=emulate, emulate_images=emulate_images, log=_stderr)
     click.echo(json.dumps(results, indent=2) if as_json else bench_table(results))
     exit_on_failed_gates(ctx, results)
@@ -271,7 +280,9 @@ def targets_cmd() -> None:
 @main.command("distill")
 @click.option("--teacher", required=True, type=click.Path(path_type=str), help="The trained model (any format quantize takes).")
 @click.option("--data", required=True, help="Training images: a folder (class sub-folders give labels), .npy/.npz, or a named set.")
-@click.option("--student", default=distill_defaults.STUDENT, show_default=True, help="A name from `edgekit students`.")
+@click.option("--student", default=None,
+              help=f"A name from `edgekit students`; with --speedup/--budget-ms also a pattern to choose from.  "
+                   f"[default: {distill_defaults.STUDENT}; with --speedup/--budget-ms: chosen by latency]")
 @click.option("--epochs", type=int, default=distill_defaults.EPOCHS, show_default=True)
 @click.option("--temperature", type=float, default=distill_defaults.TEMPERATURE, show_default=True, help="Softmax temperature T of the soft targets.")
 @click.option("--alpha", type=float, default=distill_defaults.ALPHA, show_default=True,
@@ -285,15 +296,23 @@ def targets_cmd() -> None:
 @click.option("--lr", type=float, default=distill_defaults.LR, show_default=True, help="Peak learning rate (SGD, warm-up + cosine schedule).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-augment", is_flag=True, help="No random crop/flip; the teacher's logits are then computed once.")
+@click.option("--target", default=None, metavar="TARGET[,...]",
+              help="Choose the student by its int8 latency on this target (openvino, arm, arm:tflite; a comma list: "
+                   "on each), timed against the teacher; needs --speedup or --budget-ms.")
+@click.option("--speedup", type=float, default=None, metavar="X",
+              help="With --target: the largest student at least X times faster than the teacher (int8 p50).")
+@click.option("--budget-ms", type=float, default=None, metavar="MS",
+              help="With --target: the largest student whose int8 p50 (batch 1) is within MS milliseconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print distill.json instead of the table.")
 def distill_cmd(teacher, data, student, epochs, temperature, alpha, resume, out, eval_, workdir, inputs,
-                batch, lr, seed, no_augment, as_json) -> None:
+                batch, lr, seed, no_augment, target, speedup, budget_ms, as_json) -> None:
     """Train a small student (MobileNet-style) to mimic a trained teacher; writes a .pt2 quantize takes."""
     from .distill_report import distill_table
 
     report = edgekit.distill(teacher, data, student=student, epochs=epochs, temperature=temperature, alpha=alpha,
                              resume=resume, out=out, eval=eval_, workdir=workdir, inputs=inputs, batch=batch, lr=lr,
-                             seed=seed, augment=not no_augment, log=_stderr)
+                             seed=seed, augment=not no_augment, target=target, speedup=speedup, budget_ms=budget_ms,
+                             log=_stderr)
     if report is None:  # a torchrun worker other than rank 0: rank 0 prints
         return
     click.echo(json.dumps(report, indent=2) if as_json else distill_table(report))
@@ -307,14 +326,27 @@ def distill_cmd(teacher, data, student, epochs, temperature, alpha, resume, out,
 @click.option("--size", default=None, help="Input size (224 or H,W).  [default: the teacher's, else 224]")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Input channels without a teacher.  [default: 3]")
 @click.option("--classes", type=click.IntRange(min=2), default=None, help="Classes without a teacher.  [default: 1000]")
+@click.option("--target", default=None, metavar="TARGET[,...]",
+              help="Also build each student (random weights) and the teacher int8 for this target and time them in one "
+                   "interleaved run: openvino, arm (its ONNX int8, ONNX Runtime), arm:tflite (its .tflite, LiteRT + "
+                   "XNNPACK; slower to build), or a comma list.")
+@click.option("--speedup", type=float, default=None, metavar="X", help="With --target: mark the students at least X "
+              "times faster than the teacher (int8 p50) and name the largest.")
+@click.option("--budget-ms", type=float, default=None, metavar="MS",
+              help="With --target: mark the students whose int8 p50 is within MS milliseconds.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="Runtime threads for the timing (0: all cores).")
+@click.option("--runs", type=click.IntRange(min=10), default=100, show_default=True, help="Timed calls per model.")
 @click.option("--json", "as_json", is_flag=True)
-def students_cmd(pattern, teacher, arch, trust_pickle, size, channels, classes, as_json) -> None:
-    """List the distill students matching PATTERN (e.g. 'mobilenetv2*') with parameters and MACs."""
+def students_cmd(pattern, teacher, arch, trust_pickle, size, channels, classes, target, speedup, budget_ms, threads,
+                 runs, as_json) -> None:
+    """List the distill students matching PATTERN (e.g. 'mobilenetv2*') with parameters and MACs; with --target,
+    their measured int8 latency and speed-up over the teacher on that target."""
     from .distill_report import students_table
 
     inputs = edgekit.ModelInputs(arch=arch, trust_pickle=trust_pickle, size=size,
                                  channels=None if channels is None else int(channels))
-    overview = edgekit.students(pattern, teacher=teacher, inputs=inputs, classes=classes)
+    overview = edgekit.students(pattern, teacher=teacher, inputs=inputs, classes=classes, target=target,
+                                speedup=speedup, budget_ms=budget_ms, threads=threads, runs=runs, log=_stderr)
     click.echo(json.dumps(overview, indent=2) if as_json else students_table(overview))
 
 def entry() -> None:

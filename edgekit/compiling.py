@@ -14,14 +14,16 @@ import json
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import fallback, metrics, preflight, stage_keys
+from . import fallback, metrics, outputs, preflight, recovery, stage_keys
 from .data import Preprocess
 from .errors import EdgekitError
+from .outputs import OutputLayout
 from .progress import progress
 from .targets import CompileContext, get_target, resolve_targets
 from .workspace import Workspace, require_quantized, workspace_images, write_json_atomic
@@ -84,22 +86,29 @@ def _compile(ws: Workspace, names: list[str], explicit: bool, device: str, threa
 
 
 def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, options, threads, max_drop, log) -> dict:
+    layout = OutputLayout.from_list(manifest.get("outputs"), manifest["input"].get("num_classes"))
+    if max_drop is not None and layout.logits is None:
+        raise EdgekitError("--max-drop is a top-1 budget and the model has no class-logits output",
+                           "drop --max-drop; gate fidelity with `edgekit bench --min-sqnr DB`")
     with ws.stage(f"compile-{tgt.name}") as stage:
         rel = f"targets/{tgt.name}"
         out_dir = stage.dir / rel
         built: dict = {}
+        source: dict = {}  # compile's own accuracy recovery, when it ran one: {"graph": path, "calibration": path}
 
         def build(float_layers: list[str]) -> float:
             shutil.rmtree(out_dir, ignore_errors=True)  # a fallback step starts from an empty folder
             out_dir.mkdir(parents=True)
-            ctx = CompileContext(ws.root, out_dir, manifest, pre, calib_set, dict(options), log, list(float_layers))
+            ctx = CompileContext(ws.root, out_dir, manifest, pre, calib_set, dict(options), log, list(float_layers),
+                                 source.get("graph"), source.get("calibration"))
             # Toolkits print progress bars on stdout (NNCF does); stdout belongs to the table or --json.
             with contextlib.redirect_stdout(sys.stderr):
                 built["result"] = tgt.compile(ctx)
             # Validation runs where this machine can: the CPU. --device is recorded for bench on the device itself.
             built["validation"], built["outputs"] = validate(tgt, out_dir, eval_set, pre, threads,
-                                                             {**options, "device": "CPU"})
-            return fallback.validation_drop(built["validation"])
+                                                             {**options, "device": "CPU"}, layout)
+            # The fallback's measure (top-1 points): only asked for with a class-logits output (checked above).
+            return fallback.validation_drop(built["validation"]) if layout.logits else 0.0
 
         t0 = time.perf_counter()  # the compile time a user waits for: builds, fallback steps and checks
 
@@ -108,12 +117,20 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
         if max_drop is None:
             build(float_layers)
         else:
-            fb = fallback.search(build, sensitivity_ranking(ws), max_drop, start=float_layers)
+            with tempfile.TemporaryDirectory(prefix="edgekit-recovery-") as tmp:
+                recovered = None
+                if not manifest.get("recovery"):  # quantize ran none: recovery first, every layer still int8
+                    drop = build(float_layers)
+                    if drop > max_drop:
+                        recovered = _recover(ws, tgt.name, Path(tmp), calib_set, pre, source, build, float_layers,
+                                             max_drop, drop, log)
+                fb = fallback.search(build, sensitivity_ranking(ws), max_drop, start=float_layers)
+                fb["recovery"] = recovered
             log(fallback.describe(tgt.name, fb))
         seconds = time.perf_counter() - t0
         result, validation = built["result"], built["validation"]
-        log(f"{tgt.name}: int8 agrees with fp32 top-1 on {100 * validation['agreement']:.2f} % of {validation['images']}"
-            f" eval images ({validation['runtime']})")
+        log(f"{tgt.name}: int8 vs fp32 on {validation['images']} eval images ({validation['runtime']}): "
+            + outputs.summary(validation["outputs"]))
         info = {
             "target": tgt.name, "status": "ok", "hardware": tgt.hardware, "runtime": tgt.runtime,
             "files": result.files,
@@ -145,6 +162,43 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
     return info
 
 
+def _recover(ws: Workspace, name: str, tmp: Path, calib_set, pre, source: dict, build, float_layers, max_drop: float,
+             drop: float, log) -> dict:
+    """compile --max-drop missed on a workspace quantize ran no recovery on: each recovery method's adjusted graph
+    (recalibrated with the workspace's range method) is built and checked on this target before any layer is kept in
+    float; `source` is left pointing at the best one (empty when none helped)."""
+    from .calibration import Calibration, calibrate
+    from .export import INPUT_NAME, fixed_batch
+
+    fp32 = ws.path("model.fp32.onnx")
+    method = Calibration.load(ws.path("calibration.json")).method
+    batch = fixed_batch(fp32)
+    made: dict[str, dict] = {}
+
+    def attempt(m: str) -> float | None:
+        why = recovery.available(m)
+        if why:
+            log(f"  {name}: recovery {m} not tried: {why}")
+            return None
+        graph, cal_path = tmp / f"{m}.adjusted.onnx", tmp / f"{m}.calibration.json"
+        record = recovery.recover(m, fp32, graph, lambda: list(calib_set.batches(pre, batch or recovery.ADAROUND_BATCH,
+                                                                                  batch is not None)),
+                                  INPUT_NAME, log, recovery.ADAROUND_BUDGET_S)
+        cal = calibrate(graph, calib_set, pre, method)
+        write_json_atomic(cal_path, {**cal.to_dict(), "reference_model": graph.name})
+        made[m] = {"graph": graph, "calibration": cal_path, "record": record}
+        source.update(graph=graph, calibration=cal_path)
+        return build(float_layers)
+
+    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, max_drop, drop, log)
+    source.clear()
+    if result["chosen"]:
+        chosen = made[result["chosen"]]
+        source.update(graph=chosen["graph"], calibration=chosen["calibration"])
+        result["record"] = chosen["record"]
+    return result
+
+
 def sensitivity_ranking(ws: Workspace) -> list[str]:
     """Layers most sensitive first, from quantize's sensitivity.json (absent in workspaces from older edgekits)."""
     path = ws.path("sensitivity.json")
@@ -158,9 +212,10 @@ def artifact_size(path: Path) -> int:
 
 
 def validate(tgt, target_dir: Path, eval_set, pre: Preprocess, threads: int,
-             options: dict) -> tuple[dict, dict[str, np.ndarray]]:
+             options: dict, layout: OutputLayout) -> tuple[dict, dict[str, np.ndarray]]:
     """Load both artifacts back in the target's runtime and compare them on the eval images:
-    (the validation report, {"int8": outputs, "fp32": outputs})."""
+    (the validation report, {"int8": outputs, "fp32": outputs}). Top-1 and agreement are the class-logits
+    output's (None without one); every output's fidelity is in "outputs"."""
     int8, fp32 = tgt.runner(target_dir, "int8", threads, options), tgt.runner(target_dir, "fp32", threads, options)
     outs: dict[str, list[np.ndarray]] = {"int8": [], "fp32": []}
     with progress(len(eval_set), f"checking {tgt.name}", "img") as bar:
@@ -169,9 +224,12 @@ def validate(tgt, target_dir: Path, eval_set, pre: Preprocess, threads: int,
             outs["fp32"].append(fp32(x))
             bar.update(len(x))
     a, b = np.concatenate(outs["int8"]), np.concatenate(outs["fp32"])
-    report = {"images": len(eval_set), "agreement": metrics.agreement(a, b), "cosine": metrics.cosine(a, b),
-              "emulated": bool(int8.emulated), "runtime": int8.runtime}
-    if eval_set.labels is not None:
+    per_output = outputs.fidelity(layout, a, b)
+    la, lb = layout.primary(a), layout.primary(b)
+    report = {"images": len(eval_set), "agreement": metrics.agreement(la, lb) if la is not None else None,
+              "cosine": metrics.cosine(a, b), "min_sqnr_db": outputs.min_sqnr(per_output),
+              "emulated": bool(int8.emulated), "runtime": int8.runtime, "outputs": per_output}
+    if eval_set.labels is not None and la is not None:
         labels = np.asarray(eval_set.labels)
-        report.update({"top1": metrics.topk(a, labels), "reference_top1": metrics.topk(b, labels)})
+        report.update({"top1": metrics.topk(la, labels), "reference_top1": metrics.topk(lb, labels)})
     return report, {"int8": a, "fp32": b}

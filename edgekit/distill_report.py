@@ -82,8 +82,18 @@ def speed(ratio: float) -> str:
 
 
 def students_table(overview: dict) -> str:
-    """The registry at one input size: parameters, MACs and, given a teacher, MACs as a fraction of its."""
+    """The registry at one input size: parameters, MACs and, given a teacher, MACs as a fraction of its; with a
+    timing (--target), each student's int8 p50 and speed-up over the teacher per target and whether it meets the
+    requirement."""
     teacher = overview.get("teacher")
+    timing = overview.get("timing")
+    c, h, w = overview["input"]
+    head = f"at {c}x{h}x{w} inputs, {overview['classes']} classes"
+    if teacher:
+        head += (f"; teacher {teacher['path']}: {teacher['params'] / 1e6:.2f} M parameters,"
+                 f" {teacher['macs'] / 1e6:.1f} M MACs")
+    if timing:
+        return head + "\n" + _timed_students_table(overview)
     rows = []
     for r in overview["students"]:
         if not r["fits"]:
@@ -92,11 +102,55 @@ def students_table(overview: dict) -> str:
         ratio = f"{teacher['macs'] / r['macs']:.1f}x fewer" if teacher else ""
         rows.append([r["name"], r["family"], f"{r['width']:g}", f"{r['params'] / 1e6:.2f} M",
                      f"{r['macs'] / 1e6:.1f} M", ratio, r["description"]])
-    c, h, w = overview["input"]
-    head = f"at {c}x{h}x{w} inputs, {overview['classes']} classes"
-    if teacher:
-        head += (f"; teacher {teacher['path']}: {teacher['params'] / 1e6:.2f} M parameters,"
-                 f" {teacher['macs'] / 1e6:.1f} M MACs")
     table = format_table(["student", "family", "width", "params", "MACs", "vs teacher", "blocks"], rows,
                          align="llrrrrl")
     return head + "\n" + table
+
+
+def count(n: int) -> str:
+    """Parameters in millions, or as they are below 10,000 (a tiny test model's 2,034 is not "0.00 M")."""
+    return f"{n / 1e6:.2f} M" if n >= 10_000 else f"{n:,}"
+
+
+def _timed_students_table(overview: dict) -> str:
+    from .student_timing import spec
+
+    teacher, entries, req = overview.get("teacher"), overview["timing"]["targets"], overview.get("requirement") or {}
+    required = req.get("speedup") is not None or req.get("budget_ms") is not None
+    specs = [spec(e) for e in entries]
+    headers = ["student", "params", "MACs"]
+    for s in specs:
+        headers += [f"{s} p50"] + (["vs teacher", "95 % interval"] if teacher else [])
+    headers += ["meets"] if required else []
+    rows = []
+    if teacher:
+        row = ["(teacher)", count(teacher["params"]), f"{teacher['macs'] / 1e6:.1f} M"]
+        for s in specs:
+            row += [f"{teacher['latency'][s]:.3f} ms", "1.00x", ""]
+        rows.append(row + ([""] if required else []))
+    for r in overview["students"]:
+        if not r["fits"]:
+            rows.append([r["name"], "-", "-"] + ["-"] * (len(headers) - 4) + ["input too small"])
+            continue
+        row = [r["name"] + (" *" if r["name"] == overview.get("chosen") else ""), count(r["params"]),
+               f"{r['macs'] / 1e6:.1f} M"]
+        for s in specs:
+            v = r["latency"][s]
+            row.append(f"{v['p50_ms']:.3f} ms")
+            if teacher:
+                iv = v["speedup_interval"]
+                row += [f"{v['speedup']:.2f}x", f"{iv[0]:.2f}-{iv[1]:.2f}x" if iv else "-"]
+        rows.append(row + (["yes" if r["meets"] else "no"] if required else []))
+    lines = [format_table(headers, rows)]
+    for e in entries:
+        load = (e.get("load") or {}).get("others_cpu_share")
+        busy = f"; other processes took {100 * load:.0f} % of the CPU meanwhile" if load is not None else ""
+        lines.append(f"{spec(e)}: int8 {e['artifact']} in {e['runtime']}, batch {e['batch']}, {e['threads']} thread(s), "
+                     f"{e['runs']} calls each, {e['method']}{busy}")
+    if required:
+        want = " and ".join(([f">= {req['speedup']:g}x the teacher"] if req.get("speedup") is not None else []) +
+                            ([f"p50 <= {req['budget_ms']:g} ms"] if req.get("budget_ms") is not None else []))
+        chosen = overview.get("chosen")
+        lines.append(f"* the largest student (most MACs) meeting {want} on every target: {chosen}" if chosen
+                     else f"no student meets {want} on every target")
+    return "\n".join(lines)

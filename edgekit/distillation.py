@@ -20,16 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from . import distill_defaults as defaults
+from . import student_timing
 from .data import ImageSet, Preprocess, open_images
 from .distill_report import compare
 from .errors import EdgekitError
-from .export import torch_forward
+from .export import torch_outputs
 from .inputspec import ModelInputs, parse_size, resolve_preprocess
 from .macs import count_macs
 from .progress import track
 from .model import LoadedModel, count_params, load_model
 from .student_registry import create_student, describe, get_student, list_students
-from .training import TrainOptions, init_distributed, load_checkpoint, train
+from .training import TrainOptions, check_run, init_distributed, load_checkpoint, share_from_main, train
 from .workspace import check_labels, write_json_atomic
 
 HELD_OUT_FRACTION = 0.1  # of --data, for the teacher/student comparison when no --eval is given
@@ -40,7 +41,7 @@ def distill(
     teacher: str | Path,
     data: str | Path,
     *,
-    student: str = defaults.STUDENT,
+    student: str | None = None,
     epochs: int = defaults.EPOCHS,
     temperature: float = defaults.TEMPERATURE,
     alpha: float = defaults.ALPHA,
@@ -53,14 +54,23 @@ def distill(
     lr: float = defaults.LR,
     seed: int = 0,
     augment: bool = True,
+    target: str | None = None,
+    speedup: float | None = None,
+    budget_ms: float | None = None,
     log=print,
 ) -> dict | None:
     """Knowledge distillation: train a small MobileNet-style `student` to mimic a trained `teacher`.
 
     teacher: the trained model (any format quantize takes; `inputs` says how to load it and read its input).
     data: training images (class sub-folders or an .npz with labels give labels; unlabelled works with alpha 1).
-    student: a name from `edgekit students`. epochs, lr (peak, SGD with warm-up + cosine), batch (per process under
-    torchrun), seed, augment (random crop + flip). temperature, alpha: the soft-target loss and its weight (1 - alpha
+    student: a name from `edgekit students` (default mobilenetv3_small_100), or with a requirement a pattern of names
+    to choose from. target, speedup, budget_ms: choose the student by measured int8 latency: every student (matching
+    `student` if it is a pattern) and the teacher are built int8 for `target` ("openvino", "arm", "arm:tflite", or a
+    comma list) and timed in one interleaved run; the largest (most MACs) that is `speedup` times faster than the
+    teacher and/or has a p50 within `budget_ms` on every target is distilled (a plain `student` name is used as it
+    is and only checked); the choice and its timing go to distill.json.
+    epochs, lr (peak, SGD with warm-up + cosine), batch (per process under torchrun), seed, augment (random crop +
+    flip). temperature, alpha: the soft-target loss and its weight (1 - alpha
     goes to the labels). resume: continue from the last checkpoint of the same run.
     out: the student as an ExportedProgram (.pt2) that `edgekit quantize` loads. eval: images for teacher vs student
     (default: a held-out 10 % of data). workdir: folder for distill.json and the checkpoint (default: out's folder).
@@ -72,7 +82,9 @@ def distill(
     inputs = inputs or ModelInputs()
 
     opts = TrainOptions(epochs, batch, lr, defaults.WEIGHT_DECAY, temperature, alpha, augment, seed)
-    get_student(student)  # an unknown name fails before anything is loaded
+    requirement = student_timing.Requirement(speedup, budget_ms)
+    targets = student_timing.parse_targets(target)
+    student, pattern = student_request(student, requirement, targets)  # an unknown name fails before any loading
     dist = init_distributed()
     log = log if dist.main else (lambda *_: None)
     out = Path(out)
@@ -91,8 +103,6 @@ def distill(
     if alpha == 0 and data_set.labels is None:
         raise EdgekitError("--alpha 0 trains on labels alone, but the --data images have none",
                            "use class sub-folders or an .npz with labels, or raise --alpha")
-    torch.manual_seed(seed)  # the student's initial weights
-    model = create_student(student, pre.channels, num_classes, (pre.height, pre.width))
     if eval_set is None:
         data_set, eval_set = data_set.split(HELD_OUT_FRACTION, seed)
         eval_label = f"held-out {len(eval_set)} of the --data images (no --eval)"
@@ -102,11 +112,29 @@ def distill(
     if len(data_set) < 2:
         raise EdgekitError(f"--data leaves {len(data_set)} image for training",
                            "give it more images (thousands, realistically)")
+    checkpoint = report_dir / CHECKPOINT
+    # Read on rank 0 and handed to the others: on several machines only rank 0's has the checkpoint it wrote. It is
+    # read before the student is settled: a resumed run keeps the student it chose by latency.
+    previous = share_from_main(dist, lambda: load_checkpoint(checkpoint, {})) if resume else None
+    where = ",".join(name if pair == "main" else f"{name}:{pair}" for name, pair in targets)
+    selection = {"pattern": pattern, "targets": where, **requirement.to_dict()} if requirement.given else None
+    choice = None
+    if selection is not None:
+        if previous is not None:
+            check_run(checkpoint, previous, {"student_selection": selection})  # before timing anything
+            choice = previous["run"]["student_choice"]
+            log(f"student: {choice['chosen']}, chosen by int8 latency when this run started")
+        else:
+            choice = share_from_main(dist, lambda: choose_by_latency(
+                pattern, loaded, pre, num_classes, data_set, targets, requirement, inputs, log))
+        student = choice["chosen"]
+    torch.manual_seed(seed)  # the student's initial weights
+    model = create_student(student, pre.channels, num_classes, (pre.height, pre.width))
     # What a checkpoint must match to be resumed: the same student, teacher, data and options.
     run = json.loads(json.dumps({"student": student, "teacher_sha256": loaded.sha256, "data_images": len(data_set),
-                                 "preprocess": pre.to_dict(), "world_size": dist.world, **opts.to_dict()}))
-    checkpoint = report_dir / CHECKPOINT
-    state = load_checkpoint(checkpoint, run) if resume else None
+                                 "preprocess": pre.to_dict(), "world_size": dist.world, **opts.to_dict(),
+                                 **({"student_selection": selection, "student_choice": choice} if selection else {})}))
+    state = check_run(checkpoint, previous, run) if resume else None
 
     objective = describe_objective(opts, data_set.labels is not None)
     log(f"teacher: {loaded.path} ({loaded.format.replace('_', ' ')}, {count_params(loaded.module):,} parameters,"
@@ -137,6 +165,8 @@ def distill(
     report["student"].update({"name": student, "path": str(out), "family": get_student(student).family})
     report["eval"] = {"source": eval_label, "images": len(eval_set), "labelled": labels_eval is not None}
     report["preprocess"] = pre.to_dict()
+    if choice is not None:
+        report["student_choice"] = choice
     report["training"] = {
         "objective": objective, "options": opts.to_dict(), "data": str(data), "images": len(data_set),
         "epochs_run": len(history), "resumed_after_epoch": state["epoch"] if state else None,
@@ -145,6 +175,61 @@ def distill(
     }
     write_json_atomic(report_dir / REPORT, report)
     return report
+
+
+def student_request(student: str | None, requirement: student_timing.Requirement,
+                    targets: list) -> tuple[str | None, str | None]:
+    """(the student's name, or None when it is to be chosen by latency; the pattern it is chosen from)."""
+    if requirement.given and not targets:
+        raise EdgekitError("--speedup / --budget-ms are measured on a target, and none was given",
+                           "add --target openvino (or arm, arm:tflite)")
+    if targets and not requirement.given:
+        raise EdgekitError("--target chooses the student by latency, and no requirement was given",
+                           "add --speedup 2 (over the teacher) or --budget-ms X, or drop --target")
+    if student is None:
+        return (None, "*") if requirement.given else (defaults.STUDENT, None)
+    if any(c in student for c in "*?[,"):
+        if not requirement.given:
+            raise EdgekitError(f"--student {student!r} is a pattern, and nothing says which of its students to take",
+                               "name one student, or choose by latency: --target openvino --speedup 2")
+        if not list_students(student):
+            raise EdgekitError(f"no student matches {student!r}", f"registered: {', '.join(list_students())}")
+        return None, student
+    get_student(student)
+    return student, student if requirement.given else None
+
+
+def choose_by_latency(pattern: str, teacher: LoadedModel, pre: Preprocess, num_classes: int, images: ImageSet,
+                      targets: list, requirement: student_timing.Requirement, inputs: ModelInputs, log) -> dict:
+    """The students matching `pattern` and the teacher timed int8 on `targets` (student_timing.py), and the largest
+    that meets the requirement: what distill.json records under "student_choice". A plain name is the one
+    candidate and is taken even when it misses (with a warning); a pattern none of whose students meets it is
+    an error."""
+    names = list_students(pattern)
+    ranking = student_timing.rank_students(names, teacher, pre, num_classes, targets, requirement, images,
+                                           arch=inputs.arch, log=log)
+    where = ", ".join(student_timing.spec(e) for e in ranking["timing"]["targets"])
+    chosen = ranking["chosen"]
+    if chosen is None and pattern in names and len(names) == 1:  # --student NAME: it wins, checked only
+        chosen = pattern
+        log(f"  warning: {pattern} does not meet {requirement.describe()} on {where}: "
+            f"{student_timing.shortfall(ranking)}; distilling it as --student asks")
+    elif chosen is None:
+        raise EdgekitError(f"no student matching {pattern!r} meets {requirement.describe()} on {where}: "
+                           f"{student_timing.shortfall(ranking)}",
+                           "lower --speedup or raise --budget-ms; `edgekit students --target ... --teacher ...` "
+                           "shows the whole table")
+    row = next(r for r in ranking["students"] if r["name"] == chosen)
+    figures = ", ".join(f"{t} p50 {v['p50_ms']:.3f} ms" + (f", {v['speedup']:.2f}x the teacher" if v["speedup"] else "")
+                        for t, v in row["latency"].items())
+    meeting = sum(bool(r["meets"]) for r in ranking["students"])
+    log(f"student: {chosen} by measured int8 latency ({figures}): the largest of {meeting} of "
+        f"{len(ranking['students'])} students meeting {requirement.describe()}")
+    return {"chosen": chosen, "pattern": pattern, "targets": [student_timing.spec(e) for e in ranking["timing"]["targets"]],
+            "requirement": ranking["requirement"], "rule": "the largest student (most MACs) that meets the requirement "
+            "on every target; a student named with --student is taken as it is",
+            "meets": bool(row["meets"]), "teacher_p50_ms": ranking["teacher"],
+            "students": ranking["students"], "timing": ranking["timing"]["targets"]}
 
 
 def describe_objective(opts: TrainOptions, labelled: bool) -> str:
@@ -157,7 +242,12 @@ def describe_objective(opts: TrainOptions, labelled: bool) -> str:
 
 def class_count(teacher: LoadedModel, example: np.ndarray) -> int:
     """The teacher's number of classes; an error unless it returns (N, classes) logits with classes >= 2."""
-    classes = int(torch_forward(teacher, example).shape[1])
+    outputs = torch_outputs(teacher, example)
+    if len(outputs.shapes) != 1 or len(outputs.shapes[0]) != 1:
+        shapes = ", ".join(f"{n} {s}" for n, s in zip(outputs.names, outputs.shapes))
+        raise EdgekitError(f"the teacher returns {shapes} per image, not one vector of class logits",
+                           "distillation trains a classifier student: give a teacher that returns (N, classes)")
+    classes = outputs.shapes[0][0]
     if classes < 2:
         raise EdgekitError(f"the teacher outputs {classes} value per image, not class logits",
                            "distillation needs a classifier with at least 2 classes")
@@ -195,17 +285,30 @@ def export_student(model, example: np.ndarray, out: Path) -> None:
 
 
 def student_overview(pattern: str = "*", *, teacher: str | Path | None = None, inputs: ModelInputs | None = None,
-                     classes: int | None = None) -> dict:
+                     classes: int | None = None, target: str | None = None, speedup: float | None = None,
+                     budget_ms: float | None = None, threads: int = 0, runs: int = student_timing.RUNS,
+                     log=print) -> dict:
     """The registered students matching `pattern`, with params and MACs at the teacher's input (or the given one:
-    inputs.size and inputs.channels, and `classes`)."""
+    inputs.size and inputs.channels, and `classes`).
+
+    target: also build each student (random weights) and the teacher int8 for this target ("openvino", "arm",
+    "arm:tflite" for arm's .tflite in LiteRT + XNNPACK, or a comma list) and time them all in one interleaved run
+    (batch 1, `threads` threads, 0: all cores; `runs` calls each): p50, speed-up over the teacher with its 95 %
+    interval. speedup / budget_ms: the requirement (on every target); the overview then says which students meet
+    it and names the largest (most MACs) that does under "chosen"."""
     inputs = inputs or ModelInputs()
     size, channels = inputs.size, inputs.channels
+    requirement = student_timing.Requirement(speedup, budget_ms)
+    targets = student_timing.parse_targets(target)
+    if requirement.given and not targets:
+        raise EdgekitError("--speedup / --budget-ms are measured on a target, and none was given",
+                           "add --target openvino (or arm, arm:tflite)")
     names = list_students(pattern)
-    if not names and not any(c in pattern for c in "*?["):
+    if not names and not any(c in pattern for c in "*?[,"):
         get_student(pattern)  # a plain name: unknown, with a did-you-mean
     if not names:
         raise EdgekitError(f"no student matches {pattern!r}", f"registered: {', '.join(list_students())}")
-    teacher_info = None
+    teacher_info, loaded = None, None
     if teacher is None:
         hw, c, k = parse_size(size) or (224, 224), channels or 3, classes or 1000
     else:
@@ -219,5 +322,14 @@ def student_overview(pattern: str = "*", *, teacher: str | Path | None = None, i
         k = class_count(loaded, np.zeros((2, c, *hw), np.float32))
         teacher_info = {"path": str(loaded.path), "params": count_params(loaded.module),
                         "macs": count_macs(loaded.module, (c, *hw))}
-    return {"input": [c, hw[0], hw[1]], "classes": k, "teacher": teacher_info, "students": describe(names, c, k, hw)}
-
+    overview = {"input": [c, hw[0], hw[1]], "classes": k, "teacher": teacher_info,
+                "students": describe(names, c, k, hw)}
+    if targets:
+        pre = Preprocess(hw[0], hw[1], c, (0.0,), (1.0,))  # noise images; the normalization does not change speed
+        ranking = student_timing.rank_students(names, loaded, pre, k, targets, requirement, threads=threads,
+                                               runs=runs, arch=inputs.arch, log=log)
+        overview.update({"students": ranking["students"], "requirement": ranking["requirement"],
+                         "chosen": ranking["chosen"], "timing": ranking["timing"]})
+        if teacher_info:
+            teacher_info["latency"] = ranking["teacher"]
+    return overview

@@ -512,9 +512,10 @@ def run_pair(guest: Guest, target_dir: Path, pair, inputs: Path, *, threads: int
         return result
 
 
-def record(guest: Guest, result: dict, host_int8: np.ndarray, host_runtime: str) -> dict:
+def record(guest: Guest, result: dict, host_int8: np.ndarray, host_runtime: str, logits=None) -> dict:
     """bench.json's "emulation": the emulated CPU, the software that ran, whether XNNPACK did, and how the int8
-    outputs differ from this host's on the same inputs."""
+    outputs differ from this host's on the same inputs. logits: the model's class-logits slice of the runners'
+    outputs (OutputLayout.primary), for the top-1 comparison; None: the model has no class logits."""
     return {"cpu": guest.cpu, "midr": guest.midr, "features": guest.features, "qemu": guest.qemu_version,
             "python": result["environment"]["python"], "versions": result["environment"]["versions"],
             "threads": result["threads"], "xnnpack": xnnpack(result), "seconds": result["seconds"],
@@ -522,7 +523,7 @@ def record(guest: Guest, result: dict, host_int8: np.ndarray, host_runtime: str)
                          "about ten times slower than int8 ones, and it is the int8 numerics that differ by CPU",
             "vs_host": {"machine": platform.machine(), "runtime": host_runtime,
                         "versions": {k: v for k in PINNED if (v := host_version(k))},
-                        **compare(result["outputs"]["int8"], host_int8)}}
+                        **compare(result["outputs"]["int8"], host_int8, logits)}}
 
 
 def summary(label: str, record: dict) -> str:
@@ -538,7 +539,8 @@ def summary(label: str, record: dict) -> str:
         diff = f"int8 outputs bit-exact with {d['machine']} ({d['outputs']} outputs)"
     else:
         diff = (f"{d['outputs_differ']} of {d['outputs']} int8 outputs differ from {d['machine']} (max |diff| "
-                f"{d['max_abs_diff']:.4g}; top-1 differs on {d['top1_differ']} image(s))")
+                f"{d['max_abs_diff']:.4g}" + (f"; top-1 differs on {d['top1_differ']} image(s))"
+                                              if d["top1_differ"] is not None else ")"))
     return f"{label}: aarch64 {record['cpu']}: {kernels}; {diff}; {record['seconds']:.0f} s emulated"
 
 
@@ -554,12 +556,13 @@ def xnnpack(result: dict) -> dict:
             "checked_from": "the ONNX Runtime session's providers"}
 
 
-def compare(aarch64: np.ndarray, host: np.ndarray) -> dict:
-    """How the emulated CPU's outputs differ from this host's on the same inputs."""
+def compare(aarch64: np.ndarray, host: np.ndarray, logits=None) -> dict:
+    """How the emulated CPU's outputs differ from this host's on the same inputs; top-1 on `logits(outputs)`."""
     differ = aarch64 != host
+    top1 = None if logits is None else int((logits(aarch64).argmax(1) != logits(host).argmax(1)).sum())
     return {"bit_exact": not differ.any(), "outputs_differ": int(differ.sum()), "outputs": int(differ.size),
             "max_abs_diff": float(np.abs(aarch64.astype(np.float64) - host).max()) if differ.size else 0.0,
-            "top1_differ": int((aarch64.argmax(1) != host.argmax(1)).sum())}
+            "top1_differ": top1}
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ def agreement(logits: np.ndarray, reference: np.ndarray) -> float:
 
 
 def cosine(logits: np.ndarray, reference: np.ndarray) -> float:
-    """Mean per-image cosine similarity of the logit vectors: 1.0 means the same direction everywhere."""
-    a, b = logits.astype(np.float64), reference.astype(np.float64)
+    """Mean per-image cosine similarity of the (flattened) outputs: 1.0 means the same direction everywhere."""
+    a, b = logits.reshape(len(logits), -1).astype(np.float64), reference.reshape(len(reference), -1).astype(np.float64)
     num = (a * b).sum(1)
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return float(np.mean(num / np.maximum(den, 1e-12)))

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from . import stage_keys
+from . import outputs, stage_keys
 from .model import sha256_of
 from .recipe import Recipe, load_recipe
 from .workspace import Workspace
@@ -80,7 +80,7 @@ class _Run:
             d = r.distill
             student = Path(d.out) if Path(d.out).is_absolute() else ws.root / d.out
             key = stage_keys.key_of("distill", sha256_of(Path(model_path)), stage_keys.fingerprint(r.resolve(d.data)),
-                                    stage_keys.fingerprint(eval_), {**asdict(d), "resume": None}, self.inputs.identity(),
+                                    stage_keys.fingerprint(eval_), distill_key_options(d), self.inputs.identity(),
                                     r.data.seed)
             recorded = manifest().get("stages", {}).get("distill", {}).get("inputs_key") if student.is_file() else None
 
@@ -88,7 +88,7 @@ class _Run:
                 edgekit.distill(model_path, r.resolve(d.data), student=d.student, epochs=d.epochs,
                                 temperature=d.temperature, alpha=d.alpha, batch=d.batch, lr=d.lr, augment=d.augment,
                                 resume=d.resume, out=student, eval=eval_, inputs=self.inputs, seed=r.data.seed,
-                                log=self.log)
+                                target=d.target, speedup=d.speedup, budget_ms=d.budget_ms, log=self.log)
                 ws.record("stages", {"distill": {"inputs_key": key, "out": str(student)}})
 
             self.decide("distill", key, recorded, do_distill)
@@ -99,12 +99,14 @@ class _Run:
         q = r.quantize
         qkey = None if model_path is None else stage_keys.quantize_key(
             sha256_of(Path(model_path)), calib, eval_, self.inputs.identity(), q.method, r.data.calib_size,
-            r.data.seed, q.max_drop, r.resolve(r.data.labels), r.resolve(r.data.classes))
+            r.data.seed, q.max_drop, r.resolve(r.data.labels), r.resolve(r.data.classes), q.task,
+            outputs.parse_overrides(q.outputs))
         self.decide("quantize", qkey, manifest().get("stages", {}).get("quantize", {}).get("inputs_key"),
                     lambda: edgekit.quantize(model_path, calib, eval=eval_, labels=r.resolve(r.data.labels),
                                              classes=r.resolve(r.data.classes), workdir=ws.root, inputs=self.inputs,
                                              method=q.method, calib_size=r.data.calib_size, seed=r.data.seed,
                                              batch=q.batch, threads=q.threads, max_drop=q.max_drop, strict=q.strict,
+                                             task=q.task, output_roles=q.outputs,
                                              force=self.force,
                                              log=self.log))
         c, b = r.compile, r.bench
@@ -130,7 +132,7 @@ class _Run:
                                                      threads=b.threads, runs=b.runs, warmup=b.warmup,
                                                      warmup_seconds=b.warmup_seconds, max_drop=b.gates.max_drop,
                                                      max_latency_ms=b.gates.max_latency_ms,
-                                                     min_speedup=b.gates.min_speedup,
+                                                     min_speedup=b.gates.min_speedup, min_sqnr=b.gates.min_sqnr,
                                                      strict_timing=b.strict_timing, remote=b.remote,
                                                      emulate=b.emulate, emulate_images=b.emulate_images,
                                                      ssh_key=r.resolve(b.ssh_key), remote_python=b.remote_python,
@@ -160,3 +162,15 @@ def _result(recipe: Recipe, ws: Workspace, stages: list[dict], report: list[str]
         if kind == "bench" and path.is_file():
             out["bench"][name] = json.loads(path.read_text())
     return out
+
+
+def distill_key_options(d) -> dict:
+    """The distill section as it joins the stage's inputs key. The latency-choice keys join only when set and an
+    unset student counts as the default one, so a workspace distilled before they existed keeps its key."""
+    from .distill_defaults import STUDENT
+
+    options = {**asdict(d), "resume": None}
+    latency = {k: options.pop(k) for k in ("target", "speedup", "budget_ms")}
+    if any(v is not None for v in latency.values()):
+        return {**options, **latency}
+    return {**options, "student": options["student"] or STUDENT}

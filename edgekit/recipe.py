@@ -54,7 +54,8 @@ class DistillSpec:
     """The defaults are the stage's own (edgekit/distill_defaults.py)."""
 
     data: str = ""  # required when distill is given: training images (labelled or not)
-    student: str = distill_defaults.STUDENT
+    # None: distill_defaults.STUDENT, or with speedup/budget_ms the largest student meeting it (a pattern narrows it)
+    student: str | None = None
     epochs: int = distill_defaults.EPOCHS
     temperature: float = distill_defaults.TEMPERATURE
     alpha: float = distill_defaults.ALPHA
@@ -63,6 +64,9 @@ class DistillSpec:
     augment: bool = True
     resume: bool = False  # continue an interrupted distill from its checkpoint next to `out`
     out: str = "student.pt2"  # inside the workspace unless absolute
+    target: str | None = None  # choose the student by int8 latency on this target ("openvino", "arm:tflite", a list)
+    speedup: float | None = None  # ... the largest at least this many times faster than the teacher
+    budget_ms: float | None = None  # ... and/or with an int8 p50 (batch 1) within this many milliseconds
 
 
 @dataclass
@@ -72,6 +76,8 @@ class QuantizeSpec:
     threads: int = 0
     max_drop: float | None = None  # accuracy budget: sensitive layers stay in float until the drop fits
     strict: bool = False  # an fp32 top-1 about chance on labelled eval images is an error, not a warning
+    task: str | None = None  # classify | segment | detect | features: what the outputs are (default: their shapes)
+    outputs: list[str] | None = None  # ["NAME=ROLE", ...]: one output's role, winning over task
 
 
 @dataclass
@@ -89,6 +95,7 @@ class GatesSpec:
     max_drop: float | None = None
     max_latency_ms: float | None = None
     min_speedup: float | None = None
+    min_sqnr: float | None = None  # dB: every output's SQNR against the fp32 reference's
 
 
 @dataclass

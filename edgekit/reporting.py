@@ -14,9 +14,12 @@ from .table import points, size
 from .workspace import Workspace, write_text_atomic
 
 # Short headers: the HTML table must fit a 1280 px window, the terminal table a wide terminal.
-COLUMNS = ["target", "runtime", "status", "top-1", "fp32 top-1", "agree", "p50 ms", "p99 ms", "speedup", "gates", "note"]
+COLUMNS = ["target", "runtime", "status", "top-1", "fp32 top-1", "agree", "SQNR dB", "p50 ms", "p99 ms", "speedup",
+           "gates", "note"]
 # The report adds the artifact sizes, which live in compile.json, not in bench.json.
-REPORT_COLUMNS = [*COLUMNS[:9], "size int8 / fp32", *COLUMNS[9:]]
+REPORT_COLUMNS = [*COLUMNS[:COLUMNS.index("gates")], "size int8 / fp32", *COLUMNS[COLUMNS.index("gates"):]]
+# One row per output of each bench row: how far int8 is from fp32, output by output (outputs.py).
+FIDELITY_COLUMNS = ["target", "output", "role", "SQNR dB", "cosine", "max abs err", "agreement"]
 GATE_ORDER = ("failed", "not checked", "inconclusive", "passed")
 
 
@@ -143,8 +146,32 @@ def row(r: dict) -> list[str]:
     """The cells of COLUMNS for one bench result (the terminal table and the report share them)."""
     acc = r["accuracy"]
     return [r["target"], r["runtime"], status_cell(r), _pct(acc["top1"]), _pct(acc["reference_top1"]),
-            _pct(acc["agreement"]), _ms(r["latency_ms"], "p50"), _ms(r["latency_ms"], "p99"), speedup_cell(r),
-            gates_cell(r["gates"]), note_label(r)]
+            _pct(acc["agreement"]), _db(worst_sqnr(r)), _ms(r["latency_ms"], "p50"), _ms(r["latency_ms"], "p99"),
+            speedup_cell(r), gates_cell(r["gates"]), note_label(r)]
+
+
+def worst_sqnr(r: dict) -> float | None:
+    """The lowest SQNR over a bench row's outputs (a row written before outputs were recorded: none)."""
+    values = [o["sqnr_db"] for o in (r.get("outputs") or {}).values() if o.get("sqnr_db") is not None]
+    return min(values) if values else None
+
+
+def _db(x) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def fidelity_rows(results: list[dict]) -> list[list[str]]:
+    """The cells of FIDELITY_COLUMNS: every output of every bench row (collect() lists the .tflite pair's too)."""
+    rows = []
+    for r in results:
+        for name, o in (r.get("outputs") or {}).items():
+            agree = (_pct(o["agreement"]) if "agreement" in o
+                     else f"{_pct(o['pixel_agreement'])} of pixels" if "pixel_agreement" in o else "-")
+            if o.get("miou_vs_reference") is not None:
+                agree += f", mIoU {_pct(o['miou_vs_reference'])}"
+            rows.append([r["target"], name, o["role"], "exact" if o["sqnr_db"] is None else _db(o["sqnr_db"]),
+                         f"{o['cosine']:.5f}", f"{o['max_abs_err']:.3g}", agree])
+    return rows
 
 
 class Footnotes:
@@ -166,10 +193,11 @@ def report_row(r: dict, notes: Footnotes) -> list[str]:
     cells = row(r)
     reasons = [f"{r['target']}: gate {g['name']} {gate_status(g)}: {g['reason']}"
                for g in r["gates"] if gate_status(g) != "passed" and g.get("reason")]
-    cells[9] += "".join(notes.mark(t) for t in reasons)
-    cells[10] += notes.mark(r.get("latency_note")) + notes.mark(timing_line(r))
+    gates_at, note_at = COLUMNS.index("gates"), COLUMNS.index("note")
+    cells[gates_at] += "".join(notes.mark(t) for t in reasons)
+    cells[note_at] += notes.mark(r.get("latency_note")) + notes.mark(timing_line(r))
     sizes = r.get("sizes_bytes", {})
-    return [*cells[:9], f"{_size(sizes.get('int8'))} / {_size(sizes.get('fp32'))}", *cells[9:]]
+    return [*cells[:gates_at], f"{_size(sizes.get('int8'))} / {_size(sizes.get('fp32'))}", *cells[gates_at:]]
 
 
 # ---- what was measured: model, eval set, quantize result --------------------------------------------------------
@@ -200,8 +228,11 @@ def facts(results: list[dict], ctx: dict) -> list[tuple[str, str]]:
     if fp32.get("top1") is not None:
         acc = (f"top-1 fp32 {_pct(fp32['top1'])} -> int8 {_pct(int8['top1'])} "
                f"(change {points(-q['drop_points'], signed=True)}), agreement {_pct(int8['agreement'])}")
-    else:
+    elif int8.get("agreement") is not None:
         acc = f"int8 agrees with fp32 top-1 on {_pct(int8['agreement'])} (eval set unlabelled: no top-1)"
+    else:
+        acc = "no class-logits output: " + "; ".join(
+            f"{name} ({o['role']}) SQNR {_db(o['sqnr_db'])} dB" for name, o in q.get("outputs", {}).items())
     text = (f"{acc}; file size fp32 {size(fp32['size_bytes'])} -> int8 {size(int8['size_bytes'])} "
             f"({q['size_ratio']:.2f}x)")
     cal = q.get("calibration")
@@ -241,6 +272,9 @@ def markdown(results: list[dict], ctx: dict | None = None) -> str:
     untimed = [f"- {r['target']}: {not_timed_reason(r)}" for r in results if r["latency_ms"] is None]
     if untimed:
         lines += ["", *untimed]
+    lines += ["", "## Output fidelity: int8 against fp32, output by output", "",
+              "| " + " | ".join(FIDELITY_COLUMNS) + " |", "|" + "---|" * len(FIDELITY_COLUMNS)]
+    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in fidelity_rows(results)]
     for n in notes(results):
         lines += ["", n]
     return "\n".join(lines) + "\n"
@@ -251,7 +285,8 @@ def markdown(results: list[dict], ctx: dict | None = None) -> str:
 def not_timed_reason(r: dict) -> str:
     acc = r["accuracy"]
     figure = (f"top-1 {_pct(acc['top1'])} (fp32 {_pct(acc['reference_top1'])})" if acc["top1"] is not None
-              else f"agreement with fp32 {_pct(acc['agreement'])}")
+              else f"agreement with fp32 {_pct(acc['agreement'])}" if acc["agreement"] is not None
+              else f"worst output SQNR {_db(worst_sqnr(r))} dB")
     if r["emulated"]:
         where = f" on {r['remote']}" if r.get("remote") else ""
         return f"not timed{where}: {r['runtime']} (numerics right, speed not the device's); accuracy {figure}"
@@ -376,7 +411,7 @@ p.legend{font-size:.9em;color:#444}"""
 
 # Which REPORT_COLUMNS hold short figures (kept on one line), figures with words that may wrap (right-aligned
 # still), and text (left-aligned, wraps).
-_NUM = {"top-1", "fp32 top-1", "agree"}
+_NUM = {"top-1", "fp32 top-1", "agree", "SQNR dB"}
 _FIG = {"p50 ms", "p99 ms", "speedup", "size int8 / fp32"}  # "not measured", "0.70x (slower)", "759 KB / 2.71 MB"
 
 
@@ -410,6 +445,8 @@ def html_page(results: list[dict], ctx: dict | None = None) -> str:
 <dl class="facts">{dl}</dl>
 <table id="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <ol class="footnotes">{footnotes}</ol>
+<h2>Output fidelity: int8 against fp32, output by output</h2>
+{_fidelity_table(results)}
 <h2>Latency: fp32 reference to int8 artifact</h2>
 {svg_plot(results)}
 <p class="legend">Grey: fp32 reference; blue: int8 artifact; hollow: host proxy. Arrow from reference to int8:
@@ -418,6 +455,12 @@ are top-1 on the eval set.</p>
 {''.join(f'<p>{html.escape(n)}</p>' for n in notes(results))}
 </body></html>
 """
+
+
+def _fidelity_table(results: list[dict]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in FIDELITY_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in fidelity_rows(results))
+    return f'<table id="fidelity"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def write_report(workdir: str | Path = "edgekit-out") -> tuple[Path, Path]:

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from .ort_runner import OrtModel
+from .outputs import sqnr_db
 
 QUANTIZABLE = ("Conv", "Gemm", "MatMul")
 # Activations the int8 model folds into the layer before them: ORT drops a Relu/Clip that alone reads a layer's
@@ -42,12 +43,6 @@ def layer_nodes(model: onnx.ModelProto, name: str) -> list[str]:
     if len(readers) == 1 and readers[0].op_type in FUSED_ACTIVATIONS and readers[0].name and node.output[0] not in outputs:
         return [name, readers[0].name]
     return [name]
-
-
-def sqnr_db(y: np.ndarray, ref: np.ndarray) -> float | None:
-    """Signal-to-quantization-noise ratio of logits `y` against `ref`, in dB; None when they are identical."""
-    noise = float(np.sum((y.astype(np.float64) - ref) ** 2))
-    return None if noise == 0 else round(10 * math.log10(max(float(np.sum(ref.astype(np.float64) ** 2)), 1e-30) / noise), 3)
 
 
 def layer_sensitivity(fp32_path: Path, x: np.ndarray, quantize_only: Callable[[Path, Path, list[str]], None],
@@ -85,4 +80,4 @@ def describe(rows: list[dict]) -> str:
         return "exact" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f} dB"
 
     shown = ", ".join(f"{r['node']} ({r['op_type']}, {db(r)})" for r in rows[:TOP_SHOWN])
-    return f"most sensitive layers (logit SQNR with only that layer int8): {shown}"
+    return f"most sensitive layers (output SQNR with only that layer int8): {shown}"

@@ -42,9 +42,11 @@ def key_of(*parts) -> str:
 
 
 def quantize_key(model_sha256: str, calib, eval, inputs_identity: dict, method: str, calib_size, seed: int,  # noqa: A002
-                 max_drop, labels=None, classes=None) -> str:
+                 max_drop, labels=None, classes=None, task=None, output_roles=None) -> str:
+    # The output roles join the key only when given: a workspace quantized before they existed keeps its key.
+    roles = (task, sorted((output_roles or {}).items())) if task or output_roles else ()
     return key_of("quantize", model_sha256, fingerprint(calib), fingerprint(eval), inputs_identity, method,
-                  calib_size, seed, max_drop, fingerprint(labels), fingerprint(classes))
+                  calib_size, seed, max_drop, fingerprint(labels), fingerprint(classes), *roles)
 
 
 def compile_key(quantize: str, target: str, device: str, batch: int, openvino_source, max_drop) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import EdgekitError
+from .zoo.fast_students import MobileNetV2S, ResNetS
 from .zoo.mobilenet import MobileNetV2, MobileNetV3Small
 
 # The designs are meant for 16 px and up (Fashion-MNIST's 28 px to ImageNet's 224 px and beyond): below
@@ -39,8 +40,10 @@ def register_student(name: str, family: str, width: float, description: str, fac
 
 
 def list_students(pattern: str = "*") -> list[str]:
-    """Registered names matching a shell-style pattern (`mobilenetv2*`, `*_050`), in registration order."""
-    return [name for name in _REGISTRY if fnmatch.fnmatch(name, pattern)]
+    """Registered names matching a shell-style pattern (`mobilenetv2*`, `*_050`) or a comma list of them
+    (`resnet_s*,mbv2_s*`), in registration order."""
+    patterns = [p.strip() for p in pattern.split(",") if p.strip()]
+    return [name for name in _REGISTRY if any(fnmatch.fnmatch(name, p) for p in patterns)]
 
 
 def get_student(name: str) -> StudentSpec:
@@ -66,9 +69,15 @@ def create_student(name: str, in_channels: int, num_classes: int, input_hw: tupl
 
 V2 = "inverted residuals, depthwise 3x3, ReLU6"
 V3 = "inverted residuals, depthwise 3x3/5x5, squeeze-excitation, hard-swish"
+RS = "fast at small inputs: stride-2 stem, 3 stages of 3x3 convs + basic blocks, ReLU, no SE"
+V2S = "fast at small inputs: stride-2 stem, 3 stages of 5 inverted residuals, ReLU6, no SE"
 # family -> (architecture, description, width multipliers); names follow timm: mobilenetv2_035 is width 0.35.
+# resnet_s / mbv2_s (zoo/fast_students.py): few, wide stages for 16-64 px inputs, where MobileNets' many small ops
+# cost int8 runtimes more time than their MACs save; `edgekit students --target T --teacher M` measures them.
 FAMILIES = {"mobilenetv2": (MobileNetV2, V2, (0.35, 0.5, 0.75, 1.0)),
-            "mobilenetv3_small": (MobileNetV3Small, V3, (0.5, 0.75, 1.0))}
+            "mobilenetv3_small": (MobileNetV3Small, V3, (0.5, 0.75, 1.0)),
+            "resnet_s": (ResNetS, RS, (0.5, 0.75, 1.0, 1.25)),
+            "mbv2_s": (MobileNetV2S, V2S, (0.5, 0.75, 1.0))}
 for _family, (_arch, _description, _widths) in FAMILIES.items():
     for _width in _widths:
         register_student(f"{_family}_{round(_width * 100):03d}", _family, _width, _description,

@@ -42,11 +42,18 @@ def quantize_table(report: dict) -> str:
     rows = [
         ["top-1", pct(fp32["top1"]), pct(int8["top1"]), "-" if drop is None else points(-drop, signed=True)],
         ["top-1 agreement with fp32", "", pct(int8["agreement"]), ""],
-        ["logit cosine vs fp32", "", f"{int8['cosine']:.5f}", ""],
+        ["output cosine vs fp32", "", f"{int8['cosine']:.5f}", ""],
         ["file size", size(fp32["size_bytes"]), size(int8["size_bytes"]), f"{report['size_ratio']:.2f}x"],
     ]
     if int8.get("worst_class_drop_points") is not None:
         rows.insert(1, ["worst class drop", "", points(int8["worst_class_drop_points"]), ""])
+    outputs = report.get("outputs") or {}
+    if len(outputs) > 1 or any(o["role"] != "logits" for o in outputs.values()):
+        for name, o in outputs.items():  # every output's own fidelity, where there is more than one logits vector
+            extra = (f", {pct(o['agreement'])} agree" if "agreement" in o
+                     else f", {pct(o['pixel_agreement'])} of pixels agree" if "pixel_agreement" in o else "")
+            sqnr = "exact" if o["sqnr_db"] is None else f"SQNR {o['sqnr_db']:.1f} dB"
+            rows.append([f"{name} ({o['role']})", "", sqnr + extra, ""])
     footer = (
         f"calibration: {cal['method']}, {cal['samples']} images, {cal['seconds']:.1f} s;"
         f" eval: {report['eval']['source']}"
@@ -75,6 +82,6 @@ def bench_table(results: dict) -> str:
 
     # arm: + the .tflite pair. row() marks an int8 artifact slower than its fp32 reference in status and speed-up.
     every = [v for r in results.values() for v in [r, *r.get("variants", {}).values()]]
-    table = format_table(COLUMNS, [row(v) for v in every], align="lllrrrrrrll")
+    table = format_table(COLUMNS, [row(v) for v in every], align="lllrrrrrrrll")
     # Below the table: each timed row's interval, the load around its timing and why it is noisy (too long for a cell).
     return "\n".join([table, *filter(None, map(timing_line, every))])

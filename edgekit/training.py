@@ -7,7 +7,9 @@ needs no RNG state of its own.
 
 Several processes: under `torchrun --nproc_per_node N`, WORLD_SIZE > 1 and each process trains on its
 shard of the images (DistributedSampler) with gradients averaged by DistributedDataParallel; only rank 0
-writes checkpoints. CPU processes talk over gloo.
+writes checkpoints. CPU processes talk over gloo. The loss and accuracy of an epoch are summed over all processes
+(all_sum); what only rank 0 may compute or read (a checkpoint on its machine, a choice by latency) reaches the
+others through share_from_main.
 """
 
 from __future__ import annotations
@@ -79,6 +81,40 @@ def init_distributed() -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size())
 
 
+def share_from_main(dist: Dist, compute):
+    """`compute()` on rank 0 only, its result handed to every rank (torch.distributed.broadcast_object_list); an
+    EdgekitError raised there is raised on every rank, so no rank waits for a result that never comes."""
+    if dist.world == 1:
+        return compute()
+    import torch.distributed as tdist
+
+    box, failure = [None], None
+    if dist.main:
+        try:
+            box[0] = ("ok", compute())
+        except EdgekitError as e:
+            box[0], failure = ("error", e.message, e.hint), e
+        except Exception as e:  # noqa: BLE001 - passed on, then raised again below
+            box[0], failure = ("crash", f"rank 0 failed: {type(e).__name__}: {e}"), e
+    tdist.broadcast_object_list(box, src=0)
+    if failure is not None:
+        raise failure
+    if box[0][0] == "error":
+        raise EdgekitError(box[0][1], box[0][2])
+    if box[0][0] == "crash":
+        raise RuntimeError(box[0][1])
+    return box[0][1]
+
+
+def all_sum(*values: float) -> list[float]:
+    """Each value summed over all processes (torch.distributed.all_reduce, in float64)."""
+    import torch.distributed as tdist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    tdist.all_reduce(t)
+    return t.tolist()
+
+
 def augment(x: torch.Tensor, pad: int, fill: torch.Tensor) -> torch.Tensor:
     """Per image: a random crop of the image padded by `pad` px, then a horizontal flip with p=0.5.
 
@@ -124,6 +160,12 @@ def load_checkpoint(path: Path, run: dict) -> dict:
     if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND or not CHECKPOINT_KEYS <= state.keys():
         raise EdgekitError(f"--resume: {path} is not an edgekit distill checkpoint",
                            "run without --resume to start over")
+    return check_run(path, state, run)
+
+
+def check_run(path: Path, state: dict, run: dict) -> dict:
+    """`state` (a checkpoint load_checkpoint read from `path`) if it was written by a run with the same `run`
+    settings; an EdgekitError naming the first setting that differs otherwise."""
     for key, value in run.items():
         if state["run"].get(key) != value:
             raise EdgekitError(
@@ -219,6 +261,8 @@ def train(student: torch.nn.Module, teacher, x: torch.Tensor, labels: torch.Tens
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / (step + 1):.4f}", acc=f"{correct / seen:.3f}")
         bar.close()
+        if dist.world > 1:  # the epoch's figures over every process's shard, not rank 0's alone
+            total_loss, correct, seen = all_sum(total_loss / dist.world, correct, seen)
         history.append({"epoch": epoch + 1, "loss": total_loss / steps, "train_accuracy": correct / seen,
                         "accuracy_vs": "labels" if labels is not None else "teacher",
                         "lr_end": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 2)})

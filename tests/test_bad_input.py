@@ -167,10 +167,22 @@ def test_model_that_cannot_export_names_the_op(tmp_path, calib_small, existing_w
                      "cannot be exported to ONNX", "edgekit_test.mystery")
 
 
-def test_output_not_logits(tmp_path, calib_small, existing_ws):
-    torch.save(torch.nn.Conv2d(1, 4, 3), tmp_path / "conv.pt")
-    assert_bad_input(["quantize", tmp_path / "conv.pt", "--trust-pickle", "--calib", calib_small, "--workdir",
-                      existing_ws], existing_ws, "not class logits")
+class ArgmaxModel(torch.nn.Module):
+    """Returns class ids, not scores: no int8 fidelity can be measured on them, and no target should carry them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x).flatten(1).argmax(1, keepdim=True)
+
+
+def test_integer_output_is_refused(tmp_path, calib_small, existing_ws):
+    # Dense maps, tuples and dicts are accepted (tests/test_outputs.py); integer outputs are bad input.
+    torch.save(ArgmaxModel(), tmp_path / "argmax.pt")
+    assert_bad_input(["quantize", tmp_path / "argmax.pt", "--trust-pickle", "--calib", calib_small, "--workdir",
+                      existing_ws], existing_ws, "take argmax/indices outside the model")
 
 
 def test_eval_classes_do_not_match(tmp_path, ep_model, calib_small, existing_ws):

@@ -190,8 +190,16 @@ def test_students_list(tmp_path):
                                                           "mobilenetv3_small_100"]
     assert all(r["macs"] < overview["teacher"]["macs"] for r in overview["students"])
     table = run_cli("students").stdout
-    for name in ("mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_075", "mobilenetv2_100"):
+    for name in ("mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_075", "mobilenetv2_100", "resnet_s_050",
+                 "resnet_s_100", "resnet_s_125", "mbv2_s_050", "mbv2_s_100"):
         assert name in table
+    fast = json.loads(run_cli("students", "resnet_s*,mbv2_s*", "--size", "32", "--classes", "10", "--json").stdout)
+    assert [r["name"] for r in fast["students"]] == ["resnet_s_050", "resnet_s_075", "resnet_s_100", "resnet_s_125",
+                                                     "mbv2_s_050", "mbv2_s_075", "mbv2_s_100"]
+    assert all(r["fits"] for r in fast["students"]) and "timing" not in fast, "no --target: sizes only"
+    # Bigger with the width, and none at 32 px above the ~1 M parameters / 80 M MACs of a 2x-faster student.
+    widths = [r for r in fast["students"] if r["family"] == "resnet_s"]
+    assert [r["macs"] for r in widths] == sorted(r["macs"] for r in widths) and widths[-1]["macs"] < 80e6
 
 
 # Bad input: one line, exit 2, and nothing in the output folder touched.
@@ -218,7 +226,7 @@ def test_teacher_without_class_logits(tmp_path, data_npz):
                              torch.zeros(2, 1, 28, 28))
     args = distill_args(*data_npz, tmp_path / "student.pt2")
     args[args.index("--teacher") + 1] = feature_map
-    assert_bad_input(args, tmp_path, "not class logits")
+    assert_bad_input(args, tmp_path, "not one vector of class logits")
 
 
 def test_data_folder_without_images(tmp_path, data_npz):

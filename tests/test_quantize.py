@@ -113,7 +113,7 @@ def test_human_table(tmp_path, trained_tiny, calib_small, eval_npz_small):
     result = run_cli("quantize", path, "--calib", calib_small, "--eval", eval_npz_small, "--workdir", tmp_path / "ws",
                      "--method", "minmax")
     assert result.exit_code == 0
-    for row in ("top-1", "top-1 agreement with fp32", "logit cosine vs fp32", "file size", "calibration: minmax, 40 images"):
+    for row in ("top-1", "top-1 agreement with fp32", "output cosine vs fp32", "file size", "calibration: minmax, 40 images"):
         assert row in result.stdout
 
 

@@ -111,9 +111,12 @@ def svg_of(page: str) -> ET.Element:
     return ET.fromstring(page[page.index("<svg"):page.index("</svg>") + len("</svg>")])
 
 
-def md_row(md: str, target: str) -> list[str]:
+def md_row(md: str, target: str) -> dict[str, str]:
+    """The target's row of the main results table, by column name (the first table with a row for it)."""
+    from edgekit.reporting import REPORT_COLUMNS
+
     line = next(ln for ln in md.splitlines() if ln.startswith(f"| {target} |"))
-    return [c.strip() for c in line.strip("|").split(" | ")]
+    return dict(zip(REPORT_COLUMNS, (c.strip() for c in line.strip("|").split(" | "))))
 
 
 def test_model_eval_and_quantize_result_at_the_top(report):
@@ -171,14 +174,14 @@ def test_emulated_target_is_named_with_its_reason(report):
     assert "not timed" in text and "ONNX Runtime (CPU EP) emulating TensorRT" in text
     assert "95.15 %" in text, "its accuracy is still reported"
     assert "jetson: not timed: ONNX Runtime (CPU EP) emulating TensorRT" in md
-    assert md_row(md, "jetson")[6] == "not measured"
+    assert md_row(md, "jetson")["p50 ms"] == "not measured"
 
 
 def test_int8_slower_than_fp32_is_marked_everywhere(report, tmp_path):
     md, page = report
     arm, ov = md_row(md, "arm"), md_row(md, "openvino")
-    assert arm[2] == "pass (int8 slower than fp32)" and arm[8] == "0.70x (slower)"
-    assert ov[2] == "pass" and ov[8] == "2.80x"
+    assert arm["status"] == "pass (int8 slower than fp32)" and arm["speedup"] == "0.70x (slower)"
+    assert ov["status"] == "pass" and ov["speedup"] == "2.80x"
     assert '<td class="text slower">pass (int8 slower than fp32)</td>' in page
     assert '<td class="fig slower">0.70x (slower)</td>' in page
     assert page.count(' slower">') == 2, "only arm's status and speed-up cells are marked"
@@ -195,7 +198,7 @@ def test_speedup_that_prints_as_1_00x_is_not_called_slower(tmp_path):
     arm["reference_latency_ms"] = lat(0.996, 2.0)
     arm["speedup_vs_reference"] = 0.996
     md, _ = write_report(make_workspace(tmp_path / "ws", benches))
-    assert md_row(md.read_text(), "arm")[8] == "1.00x"
+    assert md_row(md.read_text(), "arm")["speedup"] == "1.00x"
 
 
 def test_gate_status_not_checked_is_rendered_with_reason(tmp_path):
@@ -209,11 +212,11 @@ def test_gate_status_not_checked_is_rendered_with_reason(tmp_path):
     benches["openvino"]["passed"] = False
     md, page = (p.read_text() for p in write_report(make_workspace(tmp_path / "ws", benches)))
     jetson = md_row(md, "jetson")
-    assert jetson[2] == "pass (1 gate not checked)"
-    assert jetson[10].startswith("not checked: max_latency_ms; 1 passed [")
+    assert jetson["status"] == "pass (1 gate not checked)"
+    assert jetson["gates"].startswith("not checked: max_latency_ms; 1 passed [")
     assert "jetson: gate max_latency_ms not checked: latency not measured here" in md
-    assert md_row(md, "openvino")[10] == "failed: min_speedup_vs_reference"  # no status key: from "passed"
-    assert md_row(md, "openvino")[2] == "FAIL"
+    assert md_row(md, "openvino")["gates"] == "failed: min_speedup_vs_reference"  # no status key: from "passed"
+    assert md_row(md, "openvino")["status"] == "FAIL"
     assert "latency not measured here" in page
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import BoardError
 from .ort_session import CPU, OrtSession
-from .timing import any_batch
+from .timing import any_batch, flat_outputs
 
 RUNTIME_MODULE = "onnxruntime"
 TRT, CUDA = "TensorrtExecutionProvider", "CUDAExecutionProvider"
@@ -48,7 +48,8 @@ class JetsonOnnxModel(OrtSession):
 
 
 class EngineModel:
-    """A TensorRT engine: numpy batch in, the first output out, through CUDA memory owned by torch."""
+    """A TensorRT engine: numpy batch in, all outputs out (timing.flat_outputs; the engine lists its I/O tensors in
+    the ONNX graph's order), through CUDA memory owned by torch."""
 
     emulated = False
     precision_hint = None
@@ -65,7 +66,7 @@ class EngineModel:
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         static = self.engine.get_tensor_shape(self.input)[0]  # -1 when the batch is dynamic
         self.fixed_batch = static if static > 0 else None
         self.max_batch = self.fixed_batch or self.engine.get_tensor_profile_shape(self.input, 0)[2][0]
@@ -81,14 +82,16 @@ class EngineModel:
         inp = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).cuda()
         self.context.set_input_shape(self.input, tuple(inp.shape))
         # edgekit's graphs keep fp32 outputs; TensorRT keeps the network's I/O types.
-        out = torch.empty(tuple(self.context.get_tensor_shape(self.output)), dtype=torch.float32, device="cuda")
+        outs = [torch.empty(tuple(self.context.get_tensor_shape(n)), dtype=torch.float32, device="cuda")
+                for n in self.outputs]
         self.context.set_tensor_address(self.input, inp.data_ptr())
-        self.context.set_tensor_address(self.output, out.data_ptr())
+        for name, out in zip(self.outputs, outs):
+            self.context.set_tensor_address(name, out.data_ptr())
         stream = torch.cuda.current_stream()
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise BoardError("TensorRT inference failed: run build_engine.sh with --verbose on this device")
         stream.synchronize()
-        return out.cpu().numpy()
+        return flat_outputs([out.cpu().numpy() for out in outs])
 
 
 def open_model(path: Path, which: str, threads: int = 0, options: dict | None = None):

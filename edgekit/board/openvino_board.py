@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from . import BoardError
-from .timing import any_batch
+from .timing import any_batch, flat_outputs
 
 RUNTIME_MODULE = "openvino"
 
@@ -39,7 +39,7 @@ class StaticShapes:
 
 
 class OpenVINOModel:
-    """A compiled OpenVINO model: any batch size in, the first output out.
+    """A compiled OpenVINO model: any batch size in, all outputs out (timing.flat_outputs, in the IR's output order).
 
     The IR keeps a dynamic batch, but each batch size actually run gets its own static-shape compilation
     (StaticShapes). In a one-off interleaved measurement (2 threads, batch 1) the MobileNetV3 student's int8 IR
@@ -71,7 +71,12 @@ class OpenVINOModel:
         batch = self.compiled.inputs[0].get_partial_shape()[0]
         self.fixed_batch = batch.get_length() if batch.is_static else None
         self.static_shapes = StaticShapes(core, path, device, config, self.compiled)
-        self._run = any_batch(lambda x: self.compiled_for(len(x))(x)[0], self.fixed_batch)
+        self._run = any_batch(self._outputs, self.fixed_batch)
+
+    def _outputs(self, x: np.ndarray) -> np.ndarray:
+        compiled = self.compiled_for(len(x))
+        result = compiled(x)
+        return flat_outputs([result[o] for o in compiled.outputs])
 
     def compiled_for(self, batch: int):
         """The compilation that runs `batch` images: a static-shape one where the IR's batch is dynamic."""

@@ -1,4 +1,5 @@
-"""An ONNX Runtime session as a model: any batch size in (even when the graph fixes it), the first output out."""
+"""An ONNX Runtime session as a model: any batch size in (even when the graph fixes it), all outputs out as one
+(N, -1) array (timing.flat_outputs)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .timing import any_batch
+from .timing import any_batch, flat_outputs
 
 CPU = "CPUExecutionProvider"
 
@@ -30,7 +31,7 @@ class OrtSession:
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
-        self._run = any_batch(lambda x: self.session.run(None, {self.input_name: x})[0], self.fixed_batch)
+        self._run = any_batch(lambda x: flat_outputs(self.session.run(None, {self.input_name: x})), self.fixed_batch)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self._run(x)

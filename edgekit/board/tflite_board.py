@@ -11,9 +11,12 @@ other edgekit runner.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
+
+from .timing import flat_outputs
 
 RUNTIME_MODULE = "ai_edge_litert"
 DELEGATE = "XNNPACK"
@@ -36,7 +39,8 @@ class TfliteModel:
                                        experimental_op_resolver_type=OpResolverType.AUTO)
         self.interpreter.allocate_tensors()
         self._in = self.interpreter.get_input_details()[0]
-        self._out = self.interpreter.get_output_details()[0]
+        self._outs = signature_outputs(self.interpreter)
+        self._out = self._outs[0]
         self.input_shape = tuple(int(d) for d in self._in["shape"])
         self.input_dtype = np.dtype(self._in["dtype"])
         self.output_dtype = np.dtype(self._out["dtype"])
@@ -54,7 +58,26 @@ class TfliteModel:
         it = self.interpreter
         it.set_tensor(self._in["index"], _quantize(x.reshape(self.input_shape), self._in))
         it.invoke()
-        return _dequantize(it.get_tensor(self._out["index"]), self._out)
+        return flat_outputs([_dequantize(it.get_tensor(d["index"]), d) for d in self._outs])
+
+
+def signature_outputs(interpreter) -> list[dict]:
+    """The output details in the model's order. get_output_details() lists tensors by index, not by the order the
+    model returns them; litert-torch names a flat tuple's outputs output_0, output_1, ... in the signature, which
+    edgekit's conversion makes the ONNX graph's order (tflite_export.FlatOutputs)."""
+    details = interpreter.get_output_details()
+    try:
+        signature = next(iter(interpreter._get_full_signature_list().values()))["outputs"]  # noqa: SLF001
+    except (AttributeError, StopIteration, KeyError):
+        return details
+    by_index = {d["index"]: d for d in details}
+
+    def position(name: str):
+        match = re.search(r"(\d+)$", name)
+        return (0, int(match.group(1))) if match else (1, name)
+
+    ordered = [by_index.get(signature[name]) for name in sorted(signature, key=position)]
+    return ordered if len(ordered) == len(details) and all(ordered) else details
 
 
 def delegation(interpreter) -> tuple[int, list[str]]:

@@ -129,6 +129,15 @@ def summarize(ms: list) -> dict:
             "std": float(statistics.pstdev(ms)) if len(ms) > 1 else 0.0, "n": len(ms)}
 
 
+def flat_outputs(outputs) -> np.ndarray:
+    """A model's outputs for one batch as one float32 (N, -1) array: each output flattened per image, in the graph's
+    output order. A single (N, K) output is returned as it is. edgekit's OutputLayout splits it back."""
+    outputs = [np.asarray(o) for o in outputs]
+    if len(outputs) == 1 and outputs[0].ndim == 2:
+        return outputs[0].astype(np.float32, copy=False)
+    return np.concatenate([o.reshape(len(o), -1) for o in outputs], axis=1).astype(np.float32, copy=False)
+
+
 def any_batch(run, fixed_batch):
     """A runner for any batch size over a model whose batch is fixed: fixed-size chunks, the last zero-padded."""
     if fixed_batch is None:

@@ -66,7 +66,7 @@ class ArmTarget:
 
         int8_path = ctx.out_dir / FILES["int8"]
         cal = Calibration.load(ctx.calibration_json)
-        overrides = _fixed_output_overrides(onnx.load(str(ctx.fp32_onnx)))
+        overrides = _fixed_output_overrides(onnx.load(str(ctx.int8_source)))
 
         def build(source: Path) -> None:
             quantize_with_ranges(
@@ -79,7 +79,8 @@ class ArmTarget:
 
         # The same bias correction as the portable model (bias_correction.py): the int32 bias absorbs the mean shift
         # the int8 weights' rounding causes; a TFLite-scheme graph carries it like any bias.
-        corrected = quantize_bias_corrected(ctx.fp32_onnx, build, int8_path, cal.channel_means)
+        # From the int8 source: model.fp32.onnx, or the graph accuracy recovery adjusted (recovery.py).
+        corrected = quantize_bias_corrected(ctx.int8_source, build, int8_path, cal.channel_means)
         shutil.copyfile(ctx.fp32_onnx, ctx.out_dir / FILES["fp32"])
 
         model = onnx.load(str(int8_path))
@@ -161,8 +162,10 @@ def _build_tflite(ctx: CompileContext, notes: list[str]) -> dict | None:
         ctx.log(f"arm: {notes[-1]}")
         return None
     v = tflite["validation"]
-    ctx.log(f"arm: .tflite int8 agrees with the .tflite fp32 top-1 on {100 * v['agreement']:.2f} % of {v['images']} "
-            f"calibration images ({v['runtime']}); ranges from calibration.json for "
+    from ..outputs import summary
+
+    ctx.log(f"arm: .tflite int8 vs the .tflite fp32 on {v['images']} calibration images ({v['runtime']}): "
+            f"{summary(v['outputs'])}; ranges from calibration.json for "
             f"{tflite['ranges']['from_calibration_json']} of "
             f"{tflite['ranges']['from_calibration_json'] + tflite['ranges']['from_litert_calibration']} tensors")
     if not v["conversion"]["ok"]:

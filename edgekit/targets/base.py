@@ -59,10 +59,22 @@ class CompileContext:
     log: Callable[[str], None] = print
     # Layers (fp32 ONNX node names) to leave out of int8: quantize's fallback, plus any compile's own adds.
     float_layers: list[str] = field(default_factory=list)
+    # compile --max-drop's own accuracy recovery (when quantize ran none): an adjusted graph and its ranges.
+    source_override: Path | None = None
+    calibration_override: Path | None = None
 
     @property
     def fp32_onnx(self) -> Path:
         return self.workspace / "model.fp32.onnx"
+
+    @property
+    def int8_source(self) -> Path:
+        """The fp32 graph to build int8 artifacts from: model.fp32.onnx, or the graph accuracy recovery adjusted
+        (manifest "int8_source", recovery.py), whose ranges calibration.json holds. The fp32 reference artifacts
+        are always built from fp32_onnx."""
+        if self.source_override is not None:
+            return self.source_override
+        return self.workspace / self.manifest.get("int8_source", "model.fp32.onnx")
 
     @property
     def int8_onnx(self) -> Path:
@@ -70,7 +82,7 @@ class CompileContext:
 
     @property
     def calibration_json(self) -> Path:
-        return self.workspace / "calibration.json"
+        return self.calibration_override or self.workspace / "calibration.json"
 
 
 @dataclass

@@ -93,7 +93,8 @@ class JetsonTarget:
 
         # Bias correction as for the other targets (bias_correction.py): the float bias absorbs the mean shift that
         # TensorRT's int8 rounding of the weights (the Q node in front of each weight) causes.
-        corrected = quantize_bias_corrected(ctx.fp32_onnx, build, qdq_path, cal.channel_means)
+        # From the int8 source: model.fp32.onnx, or the graph accuracy recovery adjusted (recovery.py).
+        corrected = quantize_bias_corrected(ctx.int8_source, build, qdq_path, cal.channel_means)
         shutil.copyfile(ctx.fp32_onnx, ctx.out_dir / FP32_ONNX)
 
         input_name = ctx.manifest["input"]["name"]

@@ -50,7 +50,7 @@ class OnnxModule(torch.nn.Module):
         super().__init__()
         graph = model.graph
         self.nodes = list(graph.node)
-        self.input_name, self.output_name = graph.input[0].name, graph.output[0].name
+        self.input_name, self.output_names = graph.input[0].name, [o.name for o in graph.output]
         self.static = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         self.buffer_of = {}
         for k, (name, value) in enumerate(self.static.items()):
@@ -64,7 +64,7 @@ class OnnxModule(torch.nn.Module):
                 raise UnsupportedOp(node)
         self.eval()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
         env = {self.input_name: x}
         for k, node in enumerate(self.nodes):  # by position: exporters leave some node names empty
             if k in self.skip:
@@ -81,7 +81,8 @@ class OnnxModule(torch.nn.Module):
                 out = OPS[node.op_type](node, helper_attrs(node), args)
                 outs = out if isinstance(out, (list, tuple)) else [out]
             env.update(zip(node.output, outs))
-        return env[self.output_name]
+        outs = tuple(env[n] for n in self.output_names)  # the graph's order: the .tflite's signature keeps it
+        return outs[0] if len(outs) == 1 else outs
 
     def value(self, env: dict, name: str):
         if name in env:
@@ -224,13 +225,16 @@ def _axes(attrs: dict, args: list, position: int = 1) -> list[int] | None:
     return list(attrs["axes"]) if "axes" in attrs else None
 
 
-def _reduce_mean(node, attrs, args):
-    x, axes = tensor(args[0]), _axes(attrs, args)
-    if axes is None:
-        if attrs.get("noop_with_empty_axes", 0):
-            return x
-        axes = list(range(x.dim()))
-    return x.mean(dim=axes, keepdim=bool(attrs.get("keepdims", 1)))
+def _reduce(reduction):
+    """ReduceMean / ReduceMax: axes from the attribute (opset < 18) or the second input."""
+    def run(node, attrs, args):
+        x, axes = tensor(args[0]), _axes(attrs, args)
+        if axes is None:
+            if attrs.get("noop_with_empty_axes", 0):
+                return x
+            axes = list(range(x.dim()))
+        return reduction(x, dim=axes, keepdim=bool(attrs.get("keepdims", 1)))
+    return run
 
 
 def _reshape(node, attrs, args):
@@ -303,7 +307,7 @@ OPS = {
     "Softmax": lambda node, attrs, args: torch.softmax(tensor(args[0]), attrs.get("axis", -1)),
     "GlobalAveragePool": _unary(lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True)),
     "GlobalMaxPool": _unary(lambda x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True)),
-    "MaxPool": _pool("max"), "AveragePool": _pool("avg"), "ReduceMean": _reduce_mean,
+    "MaxPool": _pool("max"), "AveragePool": _pool("avg"), "ReduceMean": _reduce(torch.mean), "ReduceMax": _reduce(torch.amax),
     "Flatten": _flatten, "Reshape": _reshape, "Pad": _pad,
     "Transpose": lambda node, attrs, args: tensor(args[0]).permute(
         list(attrs.get("perm", reversed(range(tensor(args[0]).dim()))))),

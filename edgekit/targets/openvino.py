@@ -85,7 +85,9 @@ class OpenVINOTarget:
         ov.save_model(fp32, ctx.out_dir / FILES["fp32"], compress_to_fp16=False)
         if source == "nncf":
             ctx.log(f"openvino: NNCF post-training quantization on {len(ctx.calib_images)} calibration images")
-            int8 = _nncf_quantize(fp32, ctx, NNCF_DEVICE[device])
+            # NNCF quantizes the int8 source: the fp32 IR, or the graph accuracy recovery adjusted (recovery.py).
+            source_ir = fp32 if ctx.int8_source == ctx.fp32_onnx else _convert_tuned(ctx.int8_source, notes, {})
+            int8 = _nncf_quantize(source_ir, ctx, NNCF_DEVICE[device])
         else:
             int8 = _openvino_qdq(ctx, notes, rewrites)
         ov.save_model(int8, ctx.out_dir / FILES["int8"], compress_to_fp16=False)
@@ -164,7 +166,7 @@ def _openvino_qdq(ctx: CompileContext, notes: list[str], rewrites: dict[str, int
     ctx.log(f"openvino: QDQ model from calibration.json, Q/DQ where OpenVINO runs int8{floats}")
     with tempfile.TemporaryDirectory(prefix="edgekit-ov-") as tmp:
         path = Path(tmp) / "model.int8.onnx"
-        build_openvino_qdq(ctx.fp32_onnx, path, Calibration.load(ctx.calibration_json), list(ctx.float_layers))
+        build_openvino_qdq(ctx.int8_source, path, Calibration.load(ctx.calibration_json), list(ctx.float_layers))
         return _convert_tuned(path, notes, rewrites)
 
 

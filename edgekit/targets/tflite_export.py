@@ -19,6 +19,9 @@ Route (all from PyPI, beside torch 2.13 CPU, no TensorFlow):
 Layers kept in float by a fallback (`float_layers`, ONNX node names) stay float in the .tflite too: the op producing
 the .tflite tensor matched to the layer's output (or to its fused ReLU/ReLU6's) gets ai-edge-quantizer's
 NO_QUANTIZE; a layer with no counterpart is listed in compile.json (`float_layers.not_mapped`).
+Where accuracy recovery adjusted the graph (manifest "int8_source", recovery.py), the int8 .tflite is quantized from
+that graph rebuilt in torch (its weights are the point: the source model would lose them), its ranges matched
+against it; the fp32 .tflite reference stays the route above.
 4. HARD_SWISH stays float (FLOAT_OPS), and the convolutions' int32 biases are corrected for their weights'
    rounding (tflite_bias.py), as every ONNX target's are.
 """
@@ -30,6 +33,7 @@ import io
 import logging
 import os
 import re
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -122,21 +126,29 @@ def build(ctx: CompileContext, threads: int = 0) -> dict:
         raise TfliteSkipped("no calibration images")
     fp32_path, int8_path = ctx.out_dir / FILES["tflite_fp32"], ctx.out_dir / FILES["tflite_int8"]
     calib = [images.load(i, ctx.preprocess)[None] for i in range(len(images))]
+    adjusted = ctx.int8_source != ctx.fp32_onnx  # accuracy recovery's graph: the int8 .tflite is built from it
     key = ((ctx.manifest.get("source") or {}).get("sha256"), sha256_of(ctx.fp32_onnx), sha256_of(ctx.calibration_json),
-           len(images), ctx.preprocess.to_dict().__repr__())
+           len(images), ctx.preprocess.to_dict().__repr__(), sha256_of(ctx.int8_source))
+    tmp = tempfile.TemporaryDirectory(prefix="edgekit-tflite-")
+    source_path = Path(tmp.name) / "int8_source.fp32.tflite" if adjusted else fp32_path
     if key not in _CONVERTED:
         converted_from = convert(ctx, calib[0], fp32_path)
-        ranges, sources, matched = _ranges(fp32_path, calib, ctx, threads)
+        if adjusted:
+            converted_from["int8_source"] = convert(ctx, calib[0], source_path, ctx.int8_source)["graph"]
+        ranges, sources, matched = _ranges(source_path, calib, ctx, threads)
         _CONVERTED.clear()  # keep one model's worth
-        _CONVERTED[key] = (fp32_path.read_bytes(), converted_from, ranges, sources, matched)
+        _CONVERTED[key] = (fp32_path.read_bytes(), converted_from, ranges, sources, matched,
+                           source_path.read_bytes() if adjusted else None)
     else:
         fp32_path.write_bytes(_CONVERTED[key][0])
-    _, converted_from, ranges, sources, matched = _CONVERTED[key]
-    kept, unmapped = float_scopes(ctx.fp32_onnx, ctx.float_layers, matched)
-    with _quiet():
+        if adjusted:
+            source_path.write_bytes(_CONVERTED[key][5])
+    _, converted_from, ranges, sources, matched, _ = _CONVERTED[key]
+    kept, unmapped = float_scopes(ctx.int8_source, ctx.float_layers, matched)
+    with tmp, _quiet():
         from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe
 
-        q = quantizer.Quantizer(str(fp32_path), recipe.static_wi8_ai8())
+        q = quantizer.Quantizer(str(source_path), recipe.static_wi8_ai8())
         for op in FLOAT_OPS:  # see FLOAT_OPS: XNNPACK runs them in fp32 inside the same delegate partition
             q.update_quantization_recipe(".*", getattr(qtyping.TFLOperationName, op),
                                          algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
@@ -144,7 +156,7 @@ def build(ctx: CompileContext, threads: int = 0) -> dict:
             q.update_quantization_recipe(f"^{re.escape(name)};$", qtyping.TFLOperationName.ALL_SUPPORTED,
                                          algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
         q.quantize(ranges, serialize_to_path=str(int8_path), enable_progress_report=False)
-        corrected = correct_tflite_biases(int8_path, fp32_path, calib)
+        corrected = correct_tflite_biases(int8_path, source_path, calib)
     return {
         "files": dict(FILES), "scheme": SCHEME, "converter": "litert-torch", "converted_from": converted_from,
         "quantizer": "ai-edge-quantizer",
@@ -163,19 +175,20 @@ def build(ctx: CompileContext, threads: int = 0) -> dict:
 ROUTES = ("source model", "model.fp32.onnx")
 
 
-def convert(ctx: CompileContext, sample: np.ndarray, fp32_path: Path) -> dict:
+def convert(ctx: CompileContext, sample: np.ndarray, fp32_path: Path, graph: Path | None = None) -> dict:
     """Write the fp32 .tflite from the first of ROUTES that converts and that LiteRT loads; returns
     {"graph": that route, "not_used": {earlier route: why}}. Raises TfliteSkipped with each route's reason, naming
-    the op that stopped it where one did."""
+    the op that stopped it where one did. `graph`: an ONNX graph to rebuild instead (accuracy recovery's adjusted
+    graph): only the rebuild route, since the source model lacks its weights."""
     failed: dict[str, str] = {}
-    for route in ROUTES:
+    for route in ROUTES if graph is None else (graph.name,):
         try:
             if route == "source model":
                 module = source_module(ctx.workspace, ctx.manifest)
             else:
                 from .onnx_torch import rebuild  # imports torch: only when a conversion runs
 
-                module = rebuild(ctx.fp32_onnx)
+                module = rebuild(graph or ctx.fp32_onnx)
             _convert(module, sample, fp32_path)
             _loads(fp32_path)
             return {"graph": route, "not_used": failed}
@@ -223,7 +236,32 @@ def _convert(module, sample: np.ndarray, fp32_path: Path) -> None:
     with _quiet():
         import litert_torch
 
-        litert_torch.convert(module, (torch.from_numpy(sample),)).export(str(fp32_path))
+        x = torch.from_numpy(sample)
+        with torch.no_grad():
+            single = isinstance(module(x), torch.Tensor)
+        # A single tensor converts as it is (the .tflite's tensor names then follow the module's own layers).
+        litert_torch.convert(module if single else FlatOutputs(module), (x,)).export(str(fp32_path))
+
+
+def FlatOutputs(module):  # noqa: N802 - builds an nn.Module; a function so torch is imported only when converting
+    """The module with its outputs (a tensor, tuple, list or dict, nested) as a flat tuple in the order the ONNX
+    export lists them (torch's pytree order), so the .tflite's signature outputs output_0, output_1, ... are the
+    ONNX graph's outputs in order."""
+    import torch
+    from torch.utils._pytree import tree_flatten
+
+    class Flat(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            leaves = tuple(tree_flatten(self.inner(x))[0])
+            return leaves[0] if len(leaves) == 1 else leaves
+
+    flat = Flat(module)
+    flat.training = False  # not .eval(): an ExportedProgram's module refuses it (it was traced in eval mode)
+    return flat
 
 
 def float_scopes(onnx_path: Path, float_layers: list[str], matched: dict[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -255,7 +293,8 @@ def float_scopes(onnx_path: Path, float_layers: list[str], matched: dict[str, st
 
 def _ranges(fp32_path: Path, calib: list[np.ndarray], ctx: CompileContext, threads: int) -> tuple[dict, dict, dict]:
     """ai-edge-quantizer's calibration result for the fp32 .tflite, with edgekit's calibration.json range put in
-    for every tensor that has a counterpart in model.fp32.onnx; where the ranges came from; the matches."""
+    for every tensor that has a counterpart in the int8 source (model.fp32.onnx, or recovery's adjusted graph);
+    where the ranges came from; the matches."""
     from ai_edge_quantizer import quantizer, recipe
 
     q = quantizer.Quantizer(str(fp32_path), recipe.static_wi8_ai8())
@@ -264,7 +303,8 @@ def _ranges(fp32_path: Path, calib: list[np.ndarray], ctx: CompileContext, threa
         qsv = q.calibrate({signature: [{input_name: x} for x in calib]}, num_threads=threads or os.cpu_count() or 1)
     ours = Calibration.load(ctx.calibration_json).ranges
     # Match against every float tensor of the ONNX model (to place float layers too), use the calibrated ones.
-    matched = match_tensors(fp32_path, ctx.fp32_onnx, list(qsv), np.concatenate(calib[:MATCH_IMAGES]), None, set(ours))
+    matched = match_tensors(fp32_path, ctx.int8_source, list(qsv), np.concatenate(calib[:MATCH_IMAGES]), None,
+                            set(ours))
     used = {}
     for name, onnx_name in matched.items():
         if onnx_name in ours:
@@ -351,16 +391,22 @@ def validate(ctx: CompileContext, fp32_path: Path, int8_path: Path, calib: list[
     from ..ort_runner import OrtModel
     from ..board.tflite_board import TfliteModel
 
+    from ..outputs import OutputLayout, fidelity, min_sqnr
+
     x = np.concatenate(calib)
     fp32, int8 = TfliteModel(fp32_path, threads), TfliteModel(int8_path, threads)
     a, b, ref = int8(x), fp32(x), OrtModel(ctx.fp32_onnx, threads)(x)
     diff = float(np.abs(b - ref).max())
+    layout = OutputLayout.from_list(ctx.manifest.get("outputs"), ref.shape[1])
+    agreement = (lambda y, r: metrics.agreement(layout.primary(y), layout.primary(r))) if layout.logits else None
+    per_output = fidelity(layout, a, b)
     return {
         "images": len(x), "on": "calibration images", "runtime": fp32.providers[0],
         "conversion": {"max_abs_diff_vs_onnx_fp32": diff, "max_abs_logit": float(np.abs(ref).max()),
-                       "agreement_vs_onnx_fp32": metrics.agreement(b, ref),
+                       "agreement_vs_onnx_fp32": agreement(b, ref) if agreement else None,
                        "ok": diff <= CONVERSION_TOLERANCE * max(1.0, float(np.abs(ref).max()))},
-        "agreement": metrics.agreement(a, b), "cosine": metrics.cosine(a, b),
+        "agreement": agreement(a, b) if agreement else None, "cosine": metrics.cosine(a, b),
+        "min_sqnr_db": min_sqnr(per_output), "outputs": per_output,
         "delegated": {"fp32": {"delegate_nodes": fp32.delegated_ops, "builtin_ops": fp32.builtin_ops},
                       "int8": {"delegate_nodes": int8.delegated_ops, "builtin_ops": int8.builtin_ops}},
     }
