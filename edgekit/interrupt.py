@@ -44,6 +44,9 @@ def install() -> None:
     """Block the signals in this (the main) thread and so in every thread started after, and take them in a
     watcher thread for the rest of the process. Call it before any runtime is imported."""
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    # A forked child (OpenVINO's telemetry forks one) inherits the blocked mask but not the watcher thread: unblock
+    # there, or the child can be neither interrupted nor stopped, and the parent waits on it forever.
+    os.register_at_fork(after_in_child=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS))
     threading.Thread(target=_watch, name="edgekit-interrupt", daemon=True).start()
 
 

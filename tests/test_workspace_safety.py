@@ -98,7 +98,7 @@ def test_two_concurrent_quantize_runs_one_wins_one_is_refused(tmp_path, tiny_mod
 
 
 # Lines `edgekit compile --target all` writes to stderr as it goes; Ctrl-C lands right after each.
-INTERRUPT_POINTS = ["openvino: compiling", "openvino: int8 agrees", "arm: compiling", "jetson: compiling"]
+INTERRUPT_POINTS = ["openvino: compiling", "openvino: int8 vs fp32", "arm: compiling", "jetson: compiling"]
 
 
 @pytest.mark.parametrize("after", INTERRUPT_POINTS)
