@@ -12,6 +12,9 @@ import math
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # cifar10_report.py beside this file
+from cifar10_report import cifar10_sections  # noqa: E402
+
 REFERENCE = "PyTorch fp32 eager"
 EK_OV, OV_F32, NNCF, ORT_QS = "edgekit openvino int8", "OpenVINO f32", "NNCF plain (defaults)", "ORT quantize_static defaults"
 TFLITE_INT8, TFLITE_FP32 = "edgekit tflite int8 (XNNPACK, HOST PROXY)", "edgekit tflite fp32 (XNNPACK, HOST PROXY)"
@@ -133,6 +136,7 @@ def markdown(results: dict) -> str:
                   f"Eval: {m['eval']} ({m['eval_note']}); calibration: {m['calibration_images']} images, the same "
                   "sample for every quantizer.", "", *model_table(m), "", "Goals:", ""]
         lines += [f"- {'PASS' if ok else 'FAIL'}: {goal}: {nums}" for goal, ok, nums in goals(m)]
+    lines += cifar10_sections()
     if NOTES_FILE.is_file():
         lines += ["", NOTES_FILE.read_text().strip()]
     return "\n".join(lines) + "\n"

@@ -296,6 +296,8 @@ def targets_cmd() -> None:
 @click.option("--lr", type=float, default=distill_defaults.LR, show_default=True, help="Peak learning rate (SGD, warm-up + cosine schedule).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-augment", is_flag=True, help="No random crop/flip; the teacher's logits are then computed once.")
+@click.option("--bf16", is_flag=True, help="Train under CPU bf16 autocast (about 2x faster with AMX/AVX512-BF16); "
+              "the student is still exported fp32.")
 @click.option("--target", default=None, metavar="TARGET[,...]",
               help="Choose the student by its int8 latency on this target (openvino, arm, arm:tflite; a comma list: "
                    "on each), timed against the teacher; needs --speedup or --budget-ms.")
@@ -305,14 +307,14 @@ def targets_cmd() -> None:
               help="With --target: the largest student whose int8 p50 (batch 1) is within MS milliseconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print distill.json instead of the table.")
 def distill_cmd(teacher, data, student, epochs, temperature, alpha, resume, out, eval_, workdir, inputs,
-                batch, lr, seed, no_augment, target, speedup, budget_ms, as_json) -> None:
+                batch, lr, seed, no_augment, bf16, target, speedup, budget_ms, as_json) -> None:
     """Train a small student (MobileNet-style) to mimic a trained teacher; writes a .pt2 quantize takes."""
     from .distill_report import distill_table
 
     report = edgekit.distill(teacher, data, student=student, epochs=epochs, temperature=temperature, alpha=alpha,
                              resume=resume, out=out, eval=eval_, workdir=workdir, inputs=inputs, batch=batch, lr=lr,
                              seed=seed, augment=not no_augment, target=target, speedup=speedup, budget_ms=budget_ms,
-                             log=_stderr)
+                             bf16=bf16, log=_stderr)
     if report is None:  # a torchrun worker other than rank 0: rank 0 prints
         return
     click.echo(json.dumps(report, indent=2) if as_json else distill_table(report))

@@ -167,24 +167,18 @@ def _recover(ws: Workspace, name: str, tmp: Path, calib_set, pre, source: dict, 
     """compile --max-drop missed on a workspace quantize ran no recovery on: each recovery method's adjusted graph
     (recalibrated with the workspace's range method) is built and checked on this target before any layer is kept in
     float; `source` is left pointing at the best one (empty when none helped)."""
-    from .calibration import Calibration, calibrate
-    from .export import INPUT_NAME, fixed_batch
+    from .calibration import Calibration
 
     fp32 = ws.path("model.fp32.onnx")
     method = Calibration.load(ws.path("calibration.json")).method
-    batch = fixed_batch(fp32)
     made: dict[str, dict] = {}
 
     def attempt(m: str) -> float | None:
-        why = recovery.available(m)
-        if why:
-            log(f"  {name}: recovery {m} not tried: {why}")
-            return None
         graph, cal_path = tmp / f"{m}.adjusted.onnx", tmp / f"{m}.calibration.json"
-        record = recovery.recover(m, fp32, graph, lambda: list(calib_set.batches(pre, batch or recovery.ADAROUND_BATCH,
-                                                                                  batch is not None)),
-                                  INPUT_NAME, log, recovery.ADAROUND_BUDGET_S)
-        cal = calibrate(graph, calib_set, pre, method)
+        attempt_made = recovery.attempt_graph(m, fp32, graph, calib_set, pre, method, log, f"{name}: ")
+        if attempt_made is None:
+            return None
+        record, cal = attempt_made
         write_json_atomic(cal_path, {**cal.to_dict(), "reference_model": graph.name})
         made[m] = {"graph": graph, "calibration": cal_path, "record": record}
         source.update(graph=graph, calibration=cal_path)

@@ -160,6 +160,25 @@ def _safe(key) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(key)) or "_"
 
 
+# ONNX Runtime's symbolic shape inference, when it gives up on a graph, saves its partial model under this name in
+# the working directory (with its weights in a uuid-named .data file beside it) before raising.
+SHAPE_INFERENCE_LEFTOVER = "sym_shape_infer_temp.onnx"
+
+
+def remove_leftover(model_path: Path) -> None:
+    """Delete an ONNX file and the external-data files it names (relative to its folder), if it exists."""
+    if not model_path.is_file():
+        return
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+        names = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    except Exception:  # noqa: BLE001 - a half-written file: remove what can be named
+        names = set()
+    for name in names:
+        (model_path.parent / name).unlink(missing_ok=True)
+    model_path.unlink(missing_ok=True)
+
+
 def export_onnx(model: LoadedModel, example: np.ndarray, out_path: Path) -> ExportCheck:
     """Export, pre-process and check the fp32 ONNX model; writes `out_path` only when all of it worked."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -170,9 +189,13 @@ def export_onnx(model: LoadedModel, example: np.ndarray, out_path: Path) -> Expo
         raw = Path(tmp) / "raw.onnx"
         exporter = _export_raw(model, example, raw, outputs.names)
         staged = Path(tmp) / "pre.onnx"
+        leftover = Path.cwd() / SHAPE_INFERENCE_LEFTOVER
+        was_there = leftover.exists()
         try:
             quant_pre_process(str(raw), str(staged), skip_symbolic_shape=False)
         except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs; ONNX's own still works
+            if not was_there:
+                remove_leftover(leftover)
             quant_pre_process(str(raw), str(staged), skip_symbolic_shape=True)
         got = OrtModel(staged)(example)
         diff = float(np.max(np.abs(got - reference)))

@@ -86,7 +86,8 @@ class _Run:
 
             def do_distill():
                 edgekit.distill(model_path, r.resolve(d.data), student=d.student, epochs=d.epochs,
-                                temperature=d.temperature, alpha=d.alpha, batch=d.batch, lr=d.lr, augment=d.augment,
+                                temperature=d.temperature, alpha=d.alpha, batch=d.batch, lr=d.lr,
+                                augment=d.augment, bf16=d.bf16,
                                 resume=d.resume, out=student, eval=eval_, inputs=self.inputs, seed=r.data.seed,
                                 target=d.target, speedup=d.speedup, budget_ms=d.budget_ms, log=self.log)
                 ws.record("stages", {"distill": {"inputs_key": key, "out": str(student)}})
@@ -165,11 +166,13 @@ def _result(recipe: Recipe, ws: Workspace, stages: list[dict], report: list[str]
 
 
 def distill_key_options(d) -> dict:
-    """The distill section as it joins the stage's inputs key. The latency-choice keys join only when set and an
+    """The distill section as it joins the stage's inputs key. bf16 and the latency-choice keys join only when set and an
     unset student counts as the default one, so a workspace distilled before they existed keeps its key."""
     from .distill_defaults import STUDENT
 
     options = {**asdict(d), "resume": None}
+    if not options["bf16"]:  # joins only when set, as the latency keys do
+        del options["bf16"]
     latency = {k: options.pop(k) for k in ("target", "speedup", "budget_ms")}
     if any(v is not None for v in latency.values()):
         return {**options, **latency}

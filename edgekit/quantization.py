@@ -165,12 +165,12 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
         if opts.method == "auto":
             chosen, auto = choose_method(fp32_path, calib_set, pre, seed,
                                          lambda src, out, c: quantize_qdq(src, out, c), threads, layout,
-                                         recover=_recoverer(fp32_path, pre, log, recovery.ADAROUND_BUDGET_S),
+                                         recover=lambda m, out, images: recovery.recover_images(m, fp32_path, out, images, pre, log),
                                          keep=adjusted, log=log)
             log(f"  method auto: {auto['reason']}")
             range_method, rec = auto["range_method"], auto.get("recovery")
         elif recover_method:
-            rec = _recoverer(fp32_path, pre, log, None)(recover_method, adjusted, calib_set)
+            rec = recovery.recover_images(recover_method, fp32_path, adjusted, calib_set, pre, log, None)
         src = adjusted if rec else fp32_path  # what every int8 artifact is built from; fp32 stays the reference
         cal = calibrate(src, calib_set, pre, range_method)
         t0 = time.perf_counter()
@@ -258,16 +258,6 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
     return report
 
 
-def _recoverer(fp32_path: Path, pre, log, budget_s):
-    """recover(method, out, images): recovery.recover on model.fp32.onnx, AdaRound learning from `images`."""
-    def recover(method: str, out: Path, images: ImageSet) -> dict:
-        batch = fixed_batch(fp32_path)
-        return recovery.recover(method, fp32_path, out,
-                                lambda: list(images.batches(pre, batch or recovery.ADAROUND_BATCH, batch is not None)),
-                                INPUT_NAME, log, budget_s)
-    return recover
-
-
 def recovery_fallback(fp32_path: Path, adjusted: Path, int8_path: Path, calib_set: ImageSet, logits, layout, labels,
                       eval_set: ImageSet, pre, opts: QuantizeOptions, range_method: str, max_drop: float, log) -> dict:
     """--max-drop missed by plain int8: try the recovery methods (recovery.FALLBACK_METHODS, AdaRound within
@@ -278,17 +268,14 @@ def recovery_fallback(fp32_path: Path, adjusted: Path, int8_path: Path, calib_se
     if drop <= max_drop:
         return {"initial_drop_points": drop, "tried": [], "chosen": None, "drop_points": drop, "met": True}
     built: dict[str, tuple] = {}
-    recover = _recoverer(fp32_path, pre, log, recovery.ADAROUND_BUDGET_S)
     work = adjusted.parent
 
     def attempt(method: str) -> float | None:
-        why = recovery.available(method)
-        if why:
-            log(f"  recovery {method} not tried: {why}")
-            return None
         src, out = work / f".{method}.adjusted.onnx", work / f".{method}.int8.onnx"
-        record = recover(method, src, calib_set)
-        cal = calibrate(src, calib_set, pre, range_method)
+        made = recovery.attempt_graph(method, fp32_path, src, calib_set, pre, range_method, log)
+        if made is None:
+            return None
+        record, cal = made
         corrected = quantize_qdq(src, out, cal)
         y = run_models({"int8": OrtModel(out, opts.threads)}, eval_set, pre, opts.batch,
                        f"evaluating int8 after {method}")["int8"]

@@ -26,7 +26,6 @@ import contextlib
 import io
 import importlib.util
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -179,20 +178,11 @@ def adaround(src: Path, out: Path, batches: list[np.ndarray], input_name: str, l
     model = onnx.load(str(src))
     inputs = [{input_name: x} for x in batches]
     start, out = time.perf_counter(), Path(out).resolve()
-    with _in_temp_dir() as tmp:  # aimet writes external-data and shape-inference files into the working directory
+    # aimet's sim writes its files under `path`: a temp dir of our own. (The working directory stays as it is:
+    # measured, aimet-onnx 2.42 writes nothing there, so no os.chdir, which would be process-wide.)
+    with tempfile.TemporaryDirectory(prefix="edgekit-adaround-") as tmp:
         return _adaround(model, out, inputs, tmp, log, budget_s, iterations, start, QuantizationSimModel,
                          apply_adaround)
-
-
-@contextlib.contextmanager
-def _in_temp_dir():
-    cwd = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="edgekit-adaround-") as tmp:
-        os.chdir(tmp)
-        try:
-            yield tmp
-        finally:
-            os.chdir(cwd)
 
 
 def _adaround(model, out: Path, inputs, tmp: str, log, budget_s, iterations: int, start: float,
@@ -293,3 +283,27 @@ def recover(method: str, src: Path, out: Path, batches: Callable[[], list[np.nda
         record["adaround"] = adaround(out, out, batches(), input_name, log, left, ADAROUND_ITERATIONS)
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return record
+
+
+def recover_images(method: str, fp32: Path, out: Path, images, pre, log,
+                   budget_s: float | None = ADAROUND_BUDGET_S) -> dict:
+    """recover() on the fp32 model, AdaRound learning from `images` (an ImageSet, preprocessed by `pre`) in the
+    batch the graph fixes, if it fixes one."""
+    from .export import INPUT_NAME, fixed_batch
+
+    batch = fixed_batch(fp32)
+    return recover(method, fp32, out, lambda: list(images.batches(pre, batch or ADAROUND_BATCH, batch is not None)),
+                   INPUT_NAME, log, budget_s)
+
+
+def attempt_graph(method: str, fp32: Path, out: Path, images, pre, range_method: str, log, prefix: str = ""):
+    """One attempt of the fallback (quantize's and compile's alike): `method`'s adjusted graph written to `out` and
+    calibrated on `images` with `range_method`, as (record, Calibration); None, logged, when it cannot run here."""
+    why = available(method)
+    if why:
+        log(f"  {prefix}recovery {method} not tried: {why}")
+        return None
+    from .calibration import calibrate
+
+    record = recover_images(method, fp32, out, images, pre, log)
+    return record, calibrate(out, images, pre, range_method)

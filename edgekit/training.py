@@ -43,6 +43,9 @@ class TrainOptions:
     alpha: float
     augment: bool
     seed: int
+    # CPU bf16 autocast for the student's and teacher's forward passes (weights, optimizer and loss stay fp32):
+    # about 2x the images per second on CPUs with AMX or AVX512-BF16; the exported student is fp32 either way.
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         for name, value, low in (("epochs", self.epochs, 1), ("batch", self.batch, 2)):
@@ -246,9 +249,11 @@ def train(student: torch.nn.Module, teacher, x: torch.Tensor, labels: torch.Tens
             xb = augment(x[idx], pad, fill) if opts.augment else x[idx]  # (B, C, H, W)
             xb = xb.contiguous(memory_format=torch.channels_last)
             yb = labels[idx] if labels is not None else None
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.bf16):
                 tb = cached[idx] if cached is not None else teacher(xb) if teacher is not None else None  # (B, classes)
-            logits = model(xb)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.bf16):
+                logits = model(xb)
+            logits, tb = logits.float(), tb.float() if tb is not None else None  # the loss in fp32
             loss = kd_loss(logits, tb, yb, opts.temperature, opts.alpha)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

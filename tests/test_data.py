@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -84,3 +86,38 @@ def test_idx_reader_rejects_truncation(tmp_path):
     (tmp_path / "short").write_bytes(header + bytes(5))
     with pytest.raises(ValueError, match="truncated"):
         read_idx(tmp_path / "short")
+
+
+def _cifar_tar(folder: Path, split: str, classes=("cat", "airplane", "dog")) -> None:
+    """A tiny cifar10-<split>-jpg.tar.gz: two 32x32 JPEGs per class folder, as the shared tars hold them."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(folder / f"cifar10-{split}-jpg.tar.gz", "w:gz") as tar:
+        for c_i, c in enumerate(classes):
+            for k in range(2):
+                buf = io.BytesIO()
+                Image.new("RGB", (32, 32), (40 * c_i, 10 * k, 0)).save(buf, "JPEG")
+                info = tarfile.TarInfo(f"cifar10/{split}/{c}/{k:04d}.jpg")
+                info.size = len(buf.getvalue())
+                tar.addfile(info, io.BytesIO(buf.getvalue()))
+
+
+def test_cifar10_named_sets_read_the_tars_in_class_order(tmp_path, monkeypatch):
+    _cifar_tar(tmp_path, "train")
+    monkeypatch.setenv("EDGEKIT_CIFAR10_DIR", str(tmp_path))
+    images = open_images("cifar10:train", "data")
+    assert images.classes == ("airplane", "cat", "dog")  # sorted folder names: CIFAR-10's own label order
+    assert images.labels == [0, 0, 1, 1, 2, 2]
+    assert images.load(2, Preprocess(32, 32, 3, (0.0,) * 3, (1.0,) * 3)).shape == (3, 32, 32)
+
+
+def test_cifar10_test_falls_back_to_the_bundled_subset_and_train_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_CIFAR10_DIR", str(tmp_path))  # no tars there
+    images = open_images("cifar10:test", "eval")
+    assert len(images) == 2000 and "bundled" in images.source and sorted(set(images.labels)) == list(range(10))
+    with pytest.raises(EdgekitError, match="cifar10-train-jpg.tar.gz.*EDGEKIT_CIFAR10_DIR"):
+        open_images("cifar10:train", "data")

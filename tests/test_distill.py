@@ -181,6 +181,23 @@ def test_no_augment_asks_the_teacher_once(tmp_path):
     assert len(history) == 3 and sum(calls) == len(x)
 
 
+def test_bf16_runs_both_models_under_autocast_and_keeps_fp32_weights(tmp_path):
+    """--bf16: the teacher's and the student's forward passes in bfloat16 (AMX), the weights and the loss in fp32."""
+    images, labels = fashion_arrays(64)
+    x = ((torch.from_numpy(images).float() / 255 - 0.286) / 0.353)[:, None]
+    teacher = TinyCNN(1, 10).eval()
+    dtypes = []
+    torch.manual_seed(0)
+    student = edgekit.student_registry.create_student(STUDENT, 1, 10, (28, 28))
+    opts = edgekit.training.TrainOptions(2, 16, 0.05, 5e-4, 4.0, 0.9, True, 0, bf16=True)
+    history = edgekit.training.train(student, lambda b: dtypes.append(teacher(b).dtype) or teacher(b), x,
+                                     torch.from_numpy(labels), torch.tensor([-0.81]), opts, edgekit.training.Dist(),
+                                     tmp_path / "c.ckpt", {}, None, lambda *_: None)
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert {p.dtype for p in student.parameters()} == {torch.float32}
+    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+
+
 def test_students_list(tmp_path):
     result = run_cli("students", "mobilenetv3*", "--teacher", TEACHER, "--json")
     assert result.exit_code == 0, result.output
@@ -261,3 +278,22 @@ def test_resume_with_other_options(tmp_path, data_npz, distilled):
     args = distill_args(*data_npz, tmp_path / "student.pt2", "--resume")
     args[args.index("--epochs") + 1] = "5"
     assert_bad_input(args, tmp_path, "written with epochs = 4, this run has 5")
+
+
+def test_flat_soft_targets_warn(tmp_path, data_npz):
+    """A teacher whose softened outputs are nearly uniform at the chosen T gets a warning naming the cure; its
+    figures land in distill.json either way."""
+    result = run_cli(*distill_args(*data_npz, tmp_path / "s.pt2", "--epochs", "1", "--temperature", "50"), "--json")
+    assert result.exit_code == 0, result.output
+    assert "almost uniform" in result.stderr and "lower --temperature" in result.stderr
+    stats = json.loads(result.stdout)["training"]["soft_targets"]
+    assert stats["flat"] and stats["entropy_share"] > 0.9 and stats["temperature"] == 50
+
+
+def test_soft_target_stats():
+    from edgekit.kd import soft_target_stats
+
+    sharp = soft_target_stats(torch.tensor([[10.0, 0, 0, 0]] * 8), 1.0)
+    assert sharp["mean_top_probability"] > 0.99 and not sharp["flat"]
+    flat = soft_target_stats(torch.tensor([[1.0, 0, 0, 0]] * 8), 10.0)
+    assert flat["flat"] and flat["entropy_share"] > 0.99

@@ -123,3 +123,26 @@ def test_python_api_matches_cli(tmp_path, trained_tiny, calib_small):
     path = save_model(trained_tiny, "exported_program", tmp_path / "m.pt2", torch.zeros(2, 1, 28, 28))
     report = edgekit.quantize(path, calib_small, workdir=tmp_path / "ws", calib_size=8, log=lambda *_: None)
     assert json.loads(json.dumps(report)) == json.loads((tmp_path / "ws" / "quantize.json").read_text())
+
+
+def test_symbolic_shape_inference_leftovers_are_removed(tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic shape inference, giving up on a graph, saves sym_shape_infer_temp.onnx and a .data
+    file into the working directory; export_onnx removes what it made (they used to litter the user's folder)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    from edgekit.export import SHAPE_INFERENCE_LEFTOVER, remove_leftover
+
+    weight = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")  # big enough to go to external data
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Mystery", ["h"], ["y"], domain="example.org")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("example.org", 1)])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Exception, match="Incomplete symbolic shape inference"):
+        SymbolicShapeInference.infer_shapes(model)  # the real ORT pass, writing its leftovers here
+    made = sorted(p.name for p in tmp_path.iterdir())
+    assert SHAPE_INFERENCE_LEFTOVER in made and any(n.endswith(".data") for n in made), made
+    remove_leftover(tmp_path / SHAPE_INFERENCE_LEFTOVER)
+    assert not list(tmp_path.iterdir())
