@@ -74,7 +74,7 @@ def student_section(r: dict) -> list[str]:
 def kd_section(r: dict) -> list[str]:
     s, v = r["summary"], r["verdict"]
     lines = ["## CIFAR-10: distillation vs the same training on labels only", "",
-             f"`python benchmarks/distill_vs_labels.py` ({r['date']}, torch threads {r['torch_threads']}): "
+             f"`{r.get('command', 'python benchmarks/distill_vs_labels.py')}` ({r['date']}, torch threads {r['torch_threads']}): "
              f"{r['student']}, {r['epochs']} epochs each (a short schedule, the same for both arms), KD at "
              f"T={r['temperature']:g}, alpha={r['alpha']:g}, seeds {', '.join(str(x['seed']) for x in r['runs'] if x['arm'] == 'KD')}; "
              f"top-1 on {r['runs'][0]['eval']}. The commands are in distill_cifar10.json.", "",

@@ -44,7 +44,7 @@ def build(key: str, model: Path, args) -> Path:
         print(f"[{key}] reusing {ws}", flush=True)
         return ws
     print(f"[{key}] edgekit quantize {model} --calib {args.calib} --eval {args.eval}", flush=True)
-    edgekit.quantize(model, args.calib, eval=args.eval, workdir=ws, force=True, method=args.method,
+    edgekit.quantize(model, REPO / args.calib, eval=args.eval, workdir=ws, force=True, method=args.method,
                      inputs=edgekit.ModelInputs(**CIFAR10), log=lambda m: print(f"  {m}", flush=True))
     edgekit.compile("openvino,arm", workdir=ws, log=lambda m: print(f"  {m}", flush=True))
     edgekit.bench("openvino,arm", workdir=ws, runs=50, max_drop=args.max_drop, log=lambda m: print(f"  {m}", flush=True))
@@ -73,7 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", type=Path, default=REPO / "models/cifar10_net.pt2")
     ap.add_argument("--student", type=Path, default=REPO / "models/cifar10_student.pt2")
-    ap.add_argument("--calib", default=str(REPO / "data/cifar10/calib"))
+    ap.add_argument("--calib", default="data/cifar10/calib", help="relative to the repository")
     ap.add_argument("--eval", default="cifar10:test", help="the 10k test set where the shared tars are found")
     ap.add_argument("--method", default="percentile")
     ap.add_argument("--max-drop", type=float, default=0.3)
