@@ -166,33 +166,33 @@ def test_augment_crops_and_flips_each_image():
     assert len(seen) > 4, "crops and flips differ from image to image"
 
 
-def test_no_augment_asks_the_teacher_once(tmp_path):
-    """Without augmentation the teacher's logits are cached: one pass over the data, whatever the epochs."""
+def train_on_64(tmp_path, spy, opts):
+    """edgekit.training.train of a fresh student on 64 Fashion-MNIST images against a TinyCNN teacher, seen through
+    spy(teacher, batch) -> logits; returns (student, history)."""
     images, labels = fashion_arrays(64)
     x = ((torch.from_numpy(images).float() / 255 - 0.286) / 0.353)[:, None]
     teacher = TinyCNN(1, 10).eval()
-    calls = []
     torch.manual_seed(0)
     student = edgekit.student_registry.create_student(STUDENT, 1, 10, (28, 28))
-    opts = edgekit.training.TrainOptions(3, 16, 0.05, 5e-4, 4.0, 0.9, False, 0)
-    history = edgekit.training.train(student, lambda b: calls.append(len(b)) or teacher(b), x, torch.from_numpy(labels),
+    history = edgekit.training.train(student, lambda b: spy(teacher, b), x, torch.from_numpy(labels),
                                      torch.tensor([-0.81]), opts, edgekit.training.Dist(), tmp_path / "c.ckpt", {},
                                      None, lambda *_: None)
-    assert len(history) == 3 and sum(calls) == len(x)
+    return student, history
+
+
+def test_no_augment_asks_the_teacher_once(tmp_path):
+    """Without augmentation the teacher's logits are cached: one pass over the data, whatever the epochs."""
+    calls = []
+    opts = edgekit.training.TrainOptions(3, 16, 0.05, 5e-4, 4.0, 0.9, False, 0)
+    _, history = train_on_64(tmp_path, lambda teacher, b: calls.append(len(b)) or teacher(b), opts)
+    assert len(history) == 3 and sum(calls) == 64
 
 
 def test_bf16_runs_both_models_under_autocast_and_keeps_fp32_weights(tmp_path):
     """--bf16: the teacher's and the student's forward passes in bfloat16 (AMX), the weights and the loss in fp32."""
-    images, labels = fashion_arrays(64)
-    x = ((torch.from_numpy(images).float() / 255 - 0.286) / 0.353)[:, None]
-    teacher = TinyCNN(1, 10).eval()
     dtypes = []
-    torch.manual_seed(0)
-    student = edgekit.student_registry.create_student(STUDENT, 1, 10, (28, 28))
     opts = edgekit.training.TrainOptions(2, 16, 0.05, 5e-4, 4.0, 0.9, True, 0, bf16=True)
-    history = edgekit.training.train(student, lambda b: dtypes.append(teacher(b).dtype) or teacher(b), x,
-                                     torch.from_numpy(labels), torch.tensor([-0.81]), opts, edgekit.training.Dist(),
-                                     tmp_path / "c.ckpt", {}, None, lambda *_: None)
+    student, history = train_on_64(tmp_path, lambda teacher, b: dtypes.append(teacher(b).dtype) or teacher(b), opts)
     assert dtypes and set(dtypes) == {torch.bfloat16}
     assert {p.dtype for p in student.parameters()} == {torch.float32}
     assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
