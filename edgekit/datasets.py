@@ -16,8 +16,8 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import tarfile
 import struct
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +98,9 @@ def _decode_jpegs(blobs: dict[tuple[str, str], bytes], source: str) -> NamedArra
     keys = sorted(blobs)
     classes = tuple(sorted({c for c, _ in keys}))
     index = {c: i for i, c in enumerate(classes)}
-    first = Image.open(io.BytesIO(blobs[keys[0]])).convert("RGB")
-    images = np.empty((len(keys), first.height, first.width, 3), np.uint8)
+    with Image.open(io.BytesIO(blobs[keys[0]])) as first:
+        height, width = first.height, first.width
+    images = np.empty((len(keys), height, width, 3), np.uint8)
     for i, key in enumerate(keys):
         with Image.open(io.BytesIO(blobs[key])) as im:
             images[i] = np.asarray(im.convert("RGB"))

@@ -172,7 +172,8 @@ def distill(
     if choice is not None:
         report["student_choice"] = choice
     report["training"] = {
-        "objective": objective, "soft_targets": targets, "options": opts.to_dict(), "data": str(data), "images": len(data_set),
+        "objective": objective, "soft_targets": targets, "options": opts.to_dict(), "data": str(data),
+        "images": len(data_set),
         "epochs_run": len(history), "resumed_after_epoch": state["epoch"] if state else None,
         "seconds": round(sum(h["seconds"] for h in history), 2), "wall_seconds_this_run": round(wall, 2),
         "world_size": dist.world, "checkpoint": str(checkpoint), "history": history,

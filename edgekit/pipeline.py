@@ -166,8 +166,8 @@ def _result(recipe: Recipe, ws: Workspace, stages: list[dict], report: list[str]
 
 
 def distill_key_options(d) -> dict:
-    """The distill section as it joins the stage's inputs key. bf16 and the latency-choice keys join only when set and an
-    unset student counts as the default one, so a workspace distilled before they existed keeps its key."""
+    """The distill section as it joins the stage's inputs key. bf16 and the latency-choice keys join only when set
+    and an unset student counts as the default one, so a workspace distilled before they existed keeps its key."""
     from .distill_defaults import STUDENT
 
     options = {**asdict(d), "resume": None}

@@ -21,7 +21,7 @@ from . import fallback, metrics, outputs, preflight, recovery, sensitivity, stag
 from .calibration import METHODS, Calibration, calibrate
 from .data import ImageSet, conversions, open_images
 from .errors import EdgekitError
-from .export import INPUT_NAME, example_batch, export_onnx, fixed_batch, torch_outputs
+from .export import example_batch, export_onnx, fixed_batch, torch_outputs
 from .inputspec import ModelInputs, parse_shape, resolve_preprocess
 from .method_choice import choose_method
 from .model import count_params, load_model, sha256_of
@@ -165,7 +165,8 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
         if opts.method == "auto":
             chosen, auto = choose_method(fp32_path, calib_set, pre, seed,
                                          lambda src, out, c: quantize_qdq(src, out, c), threads, layout,
-                                         recover=lambda m, out, images: recovery.recover_images(m, fp32_path, out, images, pre, log),
+                                         recover=lambda m, out, images: recovery.recover_images(
+                                             m, fp32_path, out, images, pre, log),
                                          keep=adjusted, log=log)
             log(f"  method auto: {auto['reason']}")
             range_method, rec = auto["range_method"], auto.get("recovery")
