@@ -28,6 +28,14 @@ def fashion_arrays(n: int = 600) -> tuple[np.ndarray, np.ndarray]:
         return z["images"][:n], z["labels"][:n].astype(np.int64)
 
 
+def fashion_train_eval_npz(folder, n_train: int, n_eval: int):
+    """(train.npz, eval.npz) in `folder`: the first n_train bundled Fashion-MNIST images, then the next n_eval."""
+    images, labels = fashion_arrays(n_train + n_eval)
+    np.savez(folder / "train.npz", images=images[:n_train], labels=labels[:n_train])
+    np.savez(folder / "eval.npz", images=images[n_train:], labels=labels[n_train:])
+    return folder / "train.npz", folder / "eval.npz"
+
+
 def train_tiny(model: TinyCNN, channels: int, size: int, steps: int = 150) -> TinyCNN:
     """A few Adam steps on real images so the model's logits are not noise (~50 % top-1 on 10 classes)."""
     images, labels = fashion_arrays(600)

@@ -19,7 +19,7 @@ import edgekit.student_registry
 import edgekit.training
 from edgekit.cli import main
 from edgekit.kd import kd_loss
-from tests.conftest import REPO, fashion_arrays, save_model
+from tests.conftest import REPO, fashion_arrays, fashion_train_eval_npz, save_model
 from tests.models import TinyCNN
 
 TEACHER = REPO / "models" / "fashion_resnet.pt2"
@@ -48,11 +48,7 @@ def quick_latency():
 
 @pytest.fixture(scope="module")
 def data_npz(tmp_path_factory):
-    images, labels = fashion_arrays(512)
-    root = tmp_path_factory.mktemp("distill-data")
-    np.savez(root / "train.npz", images=images[:256], labels=labels[:256])
-    np.savez(root / "eval.npz", images=images[256:], labels=labels[256:])
-    return root / "train.npz", root / "eval.npz"
+    return fashion_train_eval_npz(tmp_path_factory.mktemp("distill-data"), 256, 256)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -28,7 +27,7 @@ import edgekit.distillation
 import edgekit.student_registry
 import edgekit.student_timing as st
 from edgekit.cli import main
-from tests.conftest import fashion_arrays, save_model
+from tests.conftest import fashion_train_eval_npz, save_model
 
 pytest.importorskip("openvino")
 
@@ -134,11 +133,7 @@ def test_students_table_prints_latency_and_speedup(overview):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    images, labels = fashion_arrays(96)
-    root = tmp_path_factory.mktemp("students-data")
-    np.savez(root / "train.npz", images=images[:64], labels=labels[:64])
-    np.savez(root / "eval.npz", images=images[64:], labels=labels[64:])
-    return root / "train.npz", root / "eval.npz"
+    return fashion_train_eval_npz(tmp_path_factory.mktemp("students-data"), 64, 32)
 
 
 @pytest.fixture

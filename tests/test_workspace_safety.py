@@ -105,8 +105,12 @@ INTERRUPT_POINTS = ["openvino: compiling", "openvino: int8 vs fp32", "arm: compi
 def test_ctrl_c_during_compile_all_exits_130_and_leaves_a_valid_workspace(tmp_path, quantized_workspace, after):
     ws = tmp_path / "ws"
     shutil.copytree(quantized_workspace, ws)
+    # As a terminal's foreground job: SIGINT at its default. A test run started in the background of a
+    # non-interactive shell (`pytest &`, as `.ci/run` may be) inherits SIGINT ignored, and an ignored signal is
+    # discarded before edgekit's sigwait can take it: the Ctrl-C would never arrive.
     proc = subprocess.Popen([*EDGEKIT, "compile", "--target", "all", "--workdir", str(ws)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in proc.stderr:
         seen.append(line)
