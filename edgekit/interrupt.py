@@ -22,6 +22,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
@@ -99,11 +100,13 @@ def critical() -> Iterator[None]:
 
 def remove_tree(path) -> None:
     """A cleanup for a folder the interrupted work may still be writing into: a file it adds while the folder is
-    being removed would leave it behind, so try again until it is gone (a few times at most)."""
-    for _ in range(5):
+    being removed would leave it behind, so try again until it is gone, pausing between tries so that a runtime's
+    own threads (OpenVINO writing an IR) can finish the file they hold (up to about a second in all)."""
+    for _ in range(20):
         shutil.rmtree(path, ignore_errors=True)
         if not os.path.exists(path):
             return
+        time.sleep(0.05)
 
 
 def _children() -> list[int]:
