@@ -22,6 +22,14 @@ class EdgekitGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
+            return self._invoke(ctx)
+        finally:
+            # After Ctrl-C the watcher removes the staging folder while this thread runs on; the stage may then fail
+            # on a vanished file. Its error (or its end) must not win the race to exit: the watcher exits 130.
+            interrupt.stop_if_exiting()
+
+    def _invoke(self, ctx: click.Context):
+        try:
             return super().invoke(ctx)
         except EdgekitError as e:
             if ctx.obj and ctx.obj.get("debug"):

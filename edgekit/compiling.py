@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fallback, metrics, outputs, preflight, recovery, stage_keys
+from . import fallback, interrupt, metrics, outputs, preflight, recovery, stage_keys
 from .data import Preprocess
 from .errors import EdgekitError
 from .outputs import OutputLayout
@@ -98,6 +98,7 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
 
         def build(float_layers: list[str]) -> float:
             shutil.rmtree(out_dir, ignore_errors=True)  # a fallback step starts from an empty folder
+            interrupt.stop_if_exiting()  # after Ctrl-C, parents=True would recreate the removed staging folder
             out_dir.mkdir(parents=True)
             ctx = CompileContext(ws.root, out_dir, manifest, pre, calib_set, dict(options), log, list(float_layers),
                                  source.get("graph"), source.get("calibration"))

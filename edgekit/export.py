@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from . import interrupt
 from .errors import EdgekitError
 from .model import LoadedModel
 from .ort_runner import OrtModel
@@ -206,6 +207,7 @@ def export_onnx(model: LoadedModel, example: np.ndarray, out_path: Path) -> Expo
                 "run with --debug and report the model; export it with torch.onnx.export yourself to investigate",
             )
         names = [o.name for o in onnx.load(str(staged), load_external_data=False).graph.output]
+        interrupt.stop_if_exiting()  # out_path may be in a staging folder Ctrl-C just removed: do not recreate it
         out_path.parent.mkdir(parents=True, exist_ok=True)
         staged.replace(out_path)
     return ExportCheck(diff, scale, int(example.shape[0]), exporter, names, outputs.shapes)

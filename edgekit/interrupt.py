@@ -101,12 +101,25 @@ def critical() -> Iterator[None]:
 def remove_tree(path) -> None:
     """A cleanup for a folder the interrupted work may still be writing into: a file it adds while the folder is
     being removed would leave it behind, so try again until it is gone, pausing between tries so that a runtime's
-    own threads (OpenVINO writing an IR) can finish the file they hold (up to about a second in all)."""
-    for _ in range(20):
+    own threads (OpenVINO writing an IR) can finish the file they hold (up to about a second in all). Gone means
+    gone at two looks 50 ms apart: a writer that had already passed `stop_if_exiting` may still recreate it once."""
+    gone = 0
+    for _ in range(40):
         shutil.rmtree(path, ignore_errors=True)
-        if not os.path.exists(path):
+        gone = gone + 1 if not os.path.exists(path) else 0
+        if gone == 2:
             return
         time.sleep(0.05)
+
+
+def stop_if_exiting() -> None:
+    """Called before making a path in a folder a cleanup removes (a stage's staging folder): once the process is
+    exiting, block instead, so that the working thread cannot recreate the folder (mkdir parents=True) after the
+    watcher removed it. The watcher's os._exit ends the blocked thread."""
+    with _lock:
+        exiting = _exiting
+    if exiting:
+        threading.Event().wait()
 
 
 def _children() -> list[int]:

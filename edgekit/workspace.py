@@ -216,6 +216,9 @@ class Stage:
 
     def path(self, name: str) -> Path:
         p = self.dir / name
+        # After Ctrl-C the watcher thread removes the staging folder while this thread still runs: without the
+        # stop, the mkdir below recreated it (parents=True) and a .staging-* folder outlived the exit.
+        interrupt.stop_if_exiting()
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 

@@ -130,6 +130,24 @@ def test_ctrl_c_during_compile_all_exits_130_and_leaves_a_valid_workspace(tmp_pa
         assert (ws / "targets" / name / "compile.json").is_file()
 
 
+def test_once_exiting_a_stage_cannot_recreate_its_removed_staging_folder(tmp_path, monkeypatch):
+    """The race behind a .staging-* folder that outlived Ctrl-C: the watcher removed the folder while the working
+    thread went on and asked for a path in it (mkdir parents=True). Once exiting, that thread must stop instead."""
+    import threading
+
+    ws = Workspace(tmp_path / "ws")
+    with ws.stage("quantize") as stage:  # the one stage that may start a new workspace
+        staging = stage.dir
+        monkeypatch.setattr(interrupt, "_exiting", True)  # what the watcher sets before it runs the cleanups
+        interrupt.remove_tree(staging)
+        worker = threading.Thread(target=lambda: stage.path("targets/openvino/model.xml").write_text("x"),
+                                  daemon=True)  # left blocked, as os._exit would end it
+        worker.start()
+        worker.join(0.3)
+        assert worker.is_alive() and not staging.exists()
+        monkeypatch.setattr(interrupt, "_exiting", False)
+
+
 def test_stale_staging_folders_are_removed_at_the_next_write(tmp_path, quantized_workspace):
     ws = tmp_path / "ws"
     shutil.copytree(quantized_workspace, ws)
