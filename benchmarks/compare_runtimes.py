@@ -10,6 +10,8 @@ all alike and the ratios survive even when absolute milliseconds do not.
           ONNX Runtime fp32           model.fp32.onnx
           ORT quantize_static         onnxruntime.quantization.quantize_static with all its defaults (QDQ, MinMax,
                                       per-tensor int8 weights and activations)
+          ORT per-channel             the same with per_channel=True, uint8 activations, int8 weights (the setting
+                                      ONNX Runtime's docs recommend for CNNs)
           OpenVINO f32                ov.convert_model(fp32 ONNX), INFERENCE_PRECISION_HINT=f32
           OpenVINO default            the same IR with OpenVINO's default precision (bf16 on CPUs with AVX512-BF16/AMX)
           NNCF plain                  nncf.quantize(ov_model, dataset) with all its defaults
@@ -21,10 +23,20 @@ all alike and the ratios survive even when absolute milliseconds do not.
           edgekit jetson (emulated)   the TensorRT Q/DQ model's numerics on ONNX Runtime: accuracy only
           edgekit tflite fp32/int8    the arm target's .tflite pair on LiteRT + XNNPACK (HOST PROXY; the goal is the
                                       int8/fp32 ratio); skipped with the reason without the edgekit[tflite] extra
+          AIMET-ONNX CLE+AdaRound     aimet-onnx's CNN recipe (benchmarks/aimet_recipe.py: CLE, per-channel config,
+                                      AdaRound, tf_enhanced) in aimet's simulation session: accuracy only; run by
+                                      the Python given with --aimet-python (aimet pins its own torch), else skipped
+
+Models: the Fashion-MNIST teacher and student, and EfficientNet-Lite0 (224 px) and Lite2 (260 px) with their ImageNet
+weights. The EfficientNets are evaluated on the 500 labelled ImageNet photos of ../shared/data/imagenet-sample (its
+labels.json as it is, through `edgekit quantize --labels`) and calibrated on 300 crops of scikit-image's photos
+(benchmarks/efficientnet_lite.py), never on the eval photos; without that folder, on crops (agreement only).
+Paired McNemar tests compare every edgekit artifact with every other int8 row on the same labelled images.
 
 Threads: 2 everywhere (torch.set_num_threads, ORT intra_op_num_threads, OpenVINO INFERENCE_NUM_THREADS).
 
-    python benchmarks/compare_runtimes.py            # all three models -> benchmarks/RESULTS.md, results.png/json
+    python benchmarks/compare_runtimes.py --aimet-python /path/to/aimet-venv/bin/python
+        # all four models -> benchmarks/RESULTS.md, results.png/json
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ import datetime
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,7 +56,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # efficientnet_lite0.py beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # efficientnet_lite.py, results_report.py beside this file
 REPO = Path(__file__).resolve().parent.parent
 
 import edgekit  # noqa: E402
@@ -58,6 +71,7 @@ EVAL_BATCH = 64
 TP_BATCH = 32
 REFERENCE = "PyTorch fp32 eager"
 EDGEKIT_OV = "edgekit openvino int8"
+ORT_PC = "ORT quantize_static per-channel"
 
 
 @dataclass
@@ -71,6 +85,7 @@ class Case:
     eval: str
     options: dict
     eval_note: str
+    labels: str | None = None  # --labels for the eval images (imagenet-sample's labels.json)
 
 
 @dataclass
@@ -83,6 +98,7 @@ class Row:
     config: str = ""  # runtime settings that matter for the latency
     note: str = ""  # why a row was skipped, or what to know about it
     result: dict = field(default_factory=dict)
+    logits: np.ndarray | None = None  # computed elsewhere (the AIMET subprocess), in the eval set's order
 
 
 # ---------------------------------------------------------------------------------------------------- the cases
@@ -103,16 +119,36 @@ def cases(args) -> tuple[list[Case], list[str]]:
             chosen.append(Case("student", f"Fashion-MNIST distilled student ({args.student.name})", args.student,
                                str(REPO / "calibration"), "fashion-mnist:test", FASHION,
                                "top-1 on the Fashion-MNIST test set"))
-        elif key == "efficientnet":
-            from efficientnet_lite0 import PREPROCESS, prepare
-
-            paths = prepare(args.workdir / "efficientnet_lite0")
-            chosen.append(Case("efficientnet", "EfficientNet-Lite0, 224 px (ImageNet weights)", paths["model"],
-                               str(paths["calib"]), str(paths["eval"]), PREPROCESS,
-                               "top-1 agreement with PyTorch fp32 on real-photo crops (no labelled ImageNet here)"))
+        elif key in ("lite0", "lite2", "efficientnet"):
+            chosen.append(efficientnet_case("lite0" if key == "efficientnet" else key, args, notes))
         else:
-            raise SystemExit(f"unknown model {key!r}: use teacher, student, efficientnet")
+            raise SystemExit(f"unknown model {key!r}: use teacher, student, lite0, lite2")
     return chosen, notes
+
+
+def efficientnet_case(variant: str, args, notes: list[str]) -> Case:
+    from efficientnet_lite import VARIANTS, prepare
+
+    paths = prepare(args.workdir / f"efficientnet_{variant}", variant)
+    size = VARIANTS[variant][0]
+    title = f"EfficientNet-{variant.capitalize()}, {size} px (ImageNet weights)"
+    sample = args.imagenet_sample
+    if sample and (sample / "labels.json").is_file():
+        n = len(json.loads((sample / "labels.json").read_text()))
+        return Case(variant, title, paths["model"], str(paths["calib"]), str(sample), paths["preprocess"],
+                    f"top-1 on {n} labelled ImageNet photos ({sample.name}/, labels.json)",
+                    labels=str(sample / "labels.json"))
+    notes.append(f"{variant}: no labelled ImageNet sample at {sample} (--imagenet-sample): agreement on crops only")
+    return Case(variant, title, paths["model"], str(paths["calib"]), str(paths["eval"]), paths["preprocess"],
+                "top-1 agreement with PyTorch fp32 on real-photo crops (no labelled ImageNet here)")
+
+
+def default_imagenet_sample() -> Path | None:
+    """The shared 500 labelled photos: beside the checkout (../shared), else the project's /work/shared."""
+    for root in (REPO.parent / "shared", Path("/work/shared")):
+        if (root / "data/imagenet-sample/labels.json").is_file():
+            return root / "data/imagenet-sample"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------- edgekit side
@@ -127,8 +163,8 @@ def edgekit_workspace(case: Case, root: Path, threads: int, reuse: bool) -> Path
     shutil.rmtree(ws, ignore_errors=True)
     print(f"[{case.key}] edgekit quantize {case.model.name} (calibration {case.calib}, eval {case.eval})")
     t0 = time.perf_counter()
-    edgekit.quantize(case.model, case.calib, eval=case.eval, workdir=ws, threads=threads, log=_indent,
-                     inputs=edgekit.ModelInputs(**case.options))
+    edgekit.quantize(case.model, case.calib, eval=case.eval, labels=case.labels, workdir=ws, threads=threads,
+                     log=_indent, inputs=edgekit.ModelInputs(**case.options))
     print(f"[{case.key}] edgekit compile --target openvino,arm,jetson")
     edgekit.compile("openvino,arm,jetson", workdir=ws, threads=threads, log=_indent)
     print(f"[{case.key}] edgekit done in {time.perf_counter() - t0:.0f} s")
@@ -225,6 +261,43 @@ def ort_quantize_static_defaults(fp32: Path, out: Path, calib: ImageSet, pre: Pr
     return out
 
 
+def ort_quantize_static_per_channel(fp32: Path, out: Path, calib: ImageSet, pre: Preprocess) -> Path:
+    """quantize_static as ONNX Runtime's docs advise for CNNs: per-channel int8 weights, uint8 activations."""
+    from onnxruntime.quantization import QuantType, quantize_static
+
+    from edgekit.calibration import ImageReader
+
+    quantize_static(str(fp32), str(out), ImageReader(calib, pre), per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+AIMET = "AIMET-ONNX CLE + AdaRound, per-channel (simulated)"
+
+
+def aimet_row(case: Case, ws: Path, calib: ImageSet, eval_set: ImageSet, pre: Preprocess, args) -> Row:
+    """benchmarks/aimet_recipe.py in the Python that has aimet-onnx, on the same preprocessed calibration and eval
+    images (written as .npy); accuracy only. Skipped with the reason when no such Python was given."""
+    if not args.aimet_python:
+        return Row(AIMET, None, timed=False, note="skipped: pass --aimet-python (a Python with aimet-onnx 2.42, "
+                                                  "`pip install 'edgekit[aimet]' torchvision==0.28.0`)")
+    calib_npy, eval_npy, out = ws / "aimet_calib.npy", ws / "aimet_eval.npy", ws / "aimet_logits.npy"
+    np.save(calib_npy, np.stack([calib.load(i, pre) for i in range(len(calib))]))
+    np.save(eval_npy, np.stack([eval_set.load(i, pre) for i in range(len(eval_set))]))
+    command = [str(args.aimet_python), str(Path(__file__).resolve().parent / "aimet_recipe.py"),
+               "--model", str(ws / "model.fp32.onnx"), "--calib", str(calib_npy), "--eval", str(eval_npy),
+               "--out", str(out), "--iterations", str(args.adaround_iterations)]
+    print(f"[{case.key}] AIMET-ONNX recipe: CLE + AdaRound ({args.adaround_iterations} iterations/layer)")
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    info = json.loads(out.with_suffix(".json").read_text())
+    for f in (calib_npy, eval_npy):
+        f.unlink()
+    return Row(AIMET, None, timed=False, label="simulated", logits=np.load(out),
+               config=f"aimet-onnx {info['aimet_onnx']}, {info['config_file']}, tf_enhanced, AdaRound "
+                      f"{info['iterations']} iterations/layer ({info['seconds']['adaround']:.0f} s)",
+               note="aimet's QuantSim session (simulated int8): accuracy only")
+
+
 def ov_row(name: str, path: Path, threads: int, precision: str | None, size: int) -> Row:
     """A plain OpenVINO row. Like edgekit's runner it compiles one static-shape model per batch size it runs
     (edgekit.board.openvino_board.StaticShapes, as `benchmark_app -shape` would): the IRs keep a dynamic batch, and a
@@ -278,9 +351,11 @@ def plain_rows(case: Case, ws: Path, calib: ImageSet, pre: Preprocess, threads: 
     fp32 = ws / "model.fp32.onnx"
     fp32_ir = plain_fp32_ir(fp32, ws)
     rows = [torch_row(case.model, threads), ort_row("ONNX Runtime fp32", fp32, threads)]
-    print(f"[{case.key}] ORT quantize_static (defaults)")
+    print(f"[{case.key}] ORT quantize_static (defaults, then per-channel)")
     qs = ort_quantize_static_defaults(fp32, ws / "ort_quantize_static.onnx", calib, pre)
     rows.append(ort_row("ORT quantize_static defaults", qs, threads))
+    pc = ort_quantize_static_per_channel(fp32, ws / "ort_quantize_static_per_channel.onnx", calib, pre)
+    rows.append(ort_row(ORT_PC, pc, threads))
     rows.append(ov_row("OpenVINO f32", fp32_ir, threads, "f32", ir_size(fp32_ir)))
     rows.append(ov_row("OpenVINO default", fp32_ir, threads, None, ir_size(fp32_ir)))
     print(f"[{case.key}] nncf.quantize (defaults) on {len(calib)} calibration images")
@@ -294,13 +369,42 @@ def plain_rows(case: Case, ws: Path, calib: ImageSet, pre: Preprocess, threads: 
 
 def evaluate(rows: list[Row], images: ImageSet, pre: Preprocess, key: str) -> dict[str, np.ndarray]:
     """Logits of every row on every eval image; each batch is decoded once and fed to all rows."""
-    outs: dict[str, list[np.ndarray]] = {r.name: [] for r in rows}
-    with tqdm(total=len(images), desc=f"[{key}] evaluating {len(rows)} rows", unit="img", dynamic_ncols=True) as bar:
+    running = [r for r in rows if r.logits is None]
+    outs: dict[str, list[np.ndarray]] = {r.name: [] for r in running}
+    with tqdm(total=len(images), desc=f"[{key}] evaluating {len(running)} rows", unit="img", dynamic_ncols=True) as bar:
         for x in images.batches(pre, EVAL_BATCH):
-            for r in rows:
+            for r in running:
                 outs[r.name].append(r.run(x))
             bar.update(len(x))
-    return {k: np.concatenate(v) for k, v in outs.items()}
+    return {**{k: np.concatenate(v) for k, v in outs.items()}, **{r.name: r.logits for r in rows if r.logits is not None}}
+
+
+def paired_counts(rows: list[Row], logits: dict[str, np.ndarray], labels: np.ndarray) -> None:
+    """The images behind each top-1 comparison, for McNemar's test in the report: every row against edgekit's
+    openvino row, and every edgekit int8 artifact against every other tool's int8 row."""
+    right = {r.name: logits[r.name].argmax(1) == labels for r in rows}
+
+    def counts(mine: str, other: str) -> dict:
+        return {"only_this_right": int((right[mine] & ~right[other]).sum()),
+                "only_other_right": int((right[other] & ~right[mine]).sum())}
+
+    anchors = [r.name for r in rows if is_anchor(r.name)]
+    for r in rows:
+        if EDGEKIT_OV in right and r.name != EDGEKIT_OV:
+            c = counts(EDGEKIT_OV, r.name)
+            r.result["vs_edgekit_openvino"] = {"only_edgekit_right": c["only_this_right"],
+                                               "only_this_right": c["only_other_right"]}
+        if is_edgekit_int8(r.name):
+            r.result["vs_anchors"] = {a: counts(r.name, a) for a in anchors}
+
+
+def is_edgekit_int8(name: str) -> bool:
+    return name.startswith("edgekit") and "fp32" not in name
+
+
+def is_anchor(name: str) -> bool:
+    """Another tool's int8 model: the rows edgekit's artifacts must be at least as accurate as."""
+    return name.startswith(("ORT quantize_static", "NNCF", "AIMET"))
 
 
 def interleaved(rows: list[Row], x: np.ndarray, rounds: int, calls: int, warmup: int, desc: str) -> dict[str, list[float]]:
@@ -319,7 +423,7 @@ def interleaved(rows: list[Row], x: np.ndarray, rounds: int, calls: int, warmup:
 
 
 def measure(case: Case, rows: list[Row], eval_set: ImageSet, pre: Preprocess, args) -> None:
-    live = [r for r in rows if r.run is not None]
+    live = [r for r in rows if r.run is not None or r.logits is not None]
     logits = evaluate(live, eval_set, pre, case.key)
     labels = np.asarray(eval_set.labels) if eval_set.labels is not None else None
     ref = logits[REFERENCE]
@@ -327,14 +431,9 @@ def measure(case: Case, rows: list[Row], eval_set: ImageSet, pre: Preprocess, ar
         r.result.update({"agreement": metrics.agreement(logits[r.name], ref), "cosine": metrics.cosine(logits[r.name], ref),
                          "top1": metrics.topk(logits[r.name], labels) if labels is not None else None,
                          "images": len(eval_set)})
-    if labels is not None:  # paired counts behind each top-1 comparison with edgekit's openvino row (McNemar)
-        ek = logits.get(EDGEKIT_OV)
-        for r in live:
-            if ek is not None and r.name != EDGEKIT_OV:
-                ek_right, right = ek.argmax(1) == labels, logits[r.name].argmax(1) == labels
-                r.result["vs_edgekit_openvino"] = {"only_edgekit_right": int((ek_right & ~right).sum()),
-                                                   "only_this_right": int((right & ~ek_right).sum())}
-    timed = [r for r in live if r.timed]
+    if labels is not None:
+        paired_counts(live, logits, labels)
+    timed = [r for r in live if r.timed and r.run is not None]
     x1 = eval_set.load(0, pre)[None]
     rounds = max(1, args.rounds)
     lat = interleaved(timed, x1, rounds, max(1, args.runs // rounds), 10, f"[{case.key}] batch-1 latency")
@@ -354,16 +453,18 @@ def run_case(case: Case, args) -> dict:
     pre = Preprocess.from_dict(manifest["preprocess"])
     calib, eval_set, eval_label = workspace_images(manifest)  # exactly the images edgekit calibrated/evaluated on
     rows = plain_rows(case, ws, calib, pre, args.threads) + edgekit_rows(ws, args.threads)
+    if case.key.startswith("lite"):
+        rows.append(aimet_row(case, ws, calib, eval_set, pre, args))
     measure(case, rows, eval_set, pre, args)
     return {"key": case.key, "title": case.title, "model": str(case.model), "eval": eval_label,
             "eval_note": case.eval_note, "calibration_images": len(calib), "labelled": eval_set.labels is not None,
             "rows": [{"name": r.name, "size_bytes": r.size_bytes, "label": r.label, "config": r.config, "note": r.note,
-                      "timed": r.timed, "skipped": r.run is None, **r.result} for r in rows]}
+                      "timed": r.timed, "skipped": r.run is None and r.logits is None, **r.result} for r in rows]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="teacher,student,efficientnet", help="comma list: teacher,student,efficientnet")
+    ap.add_argument("--models", default="teacher,student,lite0,lite2", help="comma list: teacher,student,lite0,lite2")
     ap.add_argument("--student", type=Path, default=REPO / "models/fashion_student.pt2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=200, help="batch-1 calls per row, spread over --rounds")
@@ -372,6 +473,11 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/edgekit-bench"))
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks")
     ap.add_argument("--reuse", action="store_true", help="reuse finished edgekit workspaces in --workdir")
+    ap.add_argument("--imagenet-sample", type=Path, default=default_imagenet_sample(),
+                    help="folder of labelled ImageNet photos with labels.json (default: the shared imagenet-sample)")
+    ap.add_argument("--aimet-python", type=Path, default=None,
+                    help="a Python with aimet-onnx for the AIMET row (aimet pins its own torch); none: row skipped")
+    ap.add_argument("--adaround-iterations", type=int, default=300, help="AdaRound steps per layer for the AIMET row")
     args = ap.parse_args()
 
     from results_report import write_results

