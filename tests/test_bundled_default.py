@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from edgekit.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-STUDENT_FLOOR = 0.875  # the shipped student: 88.15 % on these 2,000, 88.22 % on the 10k (models/cifar10_student.distill.json)
+STUDENT_FLOOR = 0.88  # the shipped student: 88.70 % on these 2,000, 88.60 % on the 10k (models/cifar10_student.distill.json)
 CIFAR10_NORM = ["--mean", "0.4914,0.4822,0.4465", "--std", "0.2470,0.2435,0.2616"]
 
 
