@@ -101,7 +101,7 @@ def critical() -> Iterator[None]:
 def remove_tree(path) -> None:
     """A cleanup for a folder the interrupted work may still be writing into: a file it adds while the folder is
     being removed would leave it behind, so try again until it is gone, pausing between tries so that a runtime's
-    own threads (OpenVINO writing an IR) can finish the file they hold (up to about a second in all). Gone means
+    own threads (OpenVINO writing an IR) can finish the file they hold (up to about two seconds in all). Gone means
     gone at two looks 50 ms apart: a writer that had already passed `stop_if_exiting` may still recreate it once."""
     gone = 0
     for _ in range(40):
