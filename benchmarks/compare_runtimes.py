@@ -29,7 +29,7 @@ all alike and the ratios survive even when absolute milliseconds do not.
 
 Models: the Fashion-MNIST teacher and student, and EfficientNet-Lite0 (224 px) and Lite2 (260 px) with their ImageNet
 weights. The EfficientNets are evaluated on the 500 labelled ImageNet photos of ../shared/data/imagenet-sample (its
-labels.json as it is, through `edgekit quantize --labels`) and calibrated on 300 crops of scikit-image's photos
+labels.json as it is, through `edgekit quantize --labels`) and calibrated on 320 crops of scikit-image's photos
 (benchmarks/efficientnet_lite.py), never on the eval photos; without that folder, on crops (agreement only).
 Paired McNemar tests compare every edgekit artifact with every other int8 row on the same labelled images.
 
