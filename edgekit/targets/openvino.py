@@ -24,6 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 
+from .. import interrupt
 from ..errors import EdgekitError
 from .base import ArtifactPair, CompileContext, CompileResult, Runner, open_on_board_module
 
@@ -82,7 +83,7 @@ class OpenVINOTarget:
 
         rewrites: dict[str, int] = {}
         fp32 = _convert_tuned(ctx.fp32_onnx, notes, rewrites)
-        ov.save_model(fp32, ctx.out_dir / FILES["fp32"], compress_to_fp16=False)
+        _save(fp32, ctx.out_dir / FILES["fp32"])
         if source == "nncf":
             ctx.log(f"openvino: NNCF post-training quantization on {len(ctx.calib_images)} calibration images")
             # NNCF quantizes the int8 source: the fp32 IR, or the graph accuracy recovery adjusted (recovery.py).
@@ -90,7 +91,7 @@ class OpenVINOTarget:
             int8 = _nncf_quantize(source_ir, ctx, NNCF_DEVICE[device])
         else:
             int8 = _openvino_qdq(ctx, notes, rewrites)
-        ov.save_model(int8, ctx.out_dir / FILES["int8"], compress_to_fp16=False)
+        _save(int8, ctx.out_dir / FILES["int8"])
 
         # What actually runs in int8 is the plugin's decision, so read it off the compiled model, on the CPU
         # (the device that is here); on a GPU or NPU the split can differ.
@@ -219,3 +220,14 @@ def runtime_precision(compiled) -> dict[str, str]:
             continue
         kinds[kind].add(rt["runtimePrecision"].astype(str) in INT8_PRECISIONS)
     return {k: "int8" if s == {True} else "fp32" if s == {False} else "mixed" for k, s in sorted(kinds.items())}
+
+
+def _save(model, path: Path) -> None:
+    """ov.save_model into the stage's folder, as a critical section: OpenVINO creates the missing parent folders of
+    the path in native code, so a save running while Ctrl-C's cleanup removes the staging folder recreated it (a
+    .staging-* folder outlived the exit in loaded CI runs). Inside the section the interrupt waits for the save to
+    end; after it, a new section does not start."""
+    import openvino as ov
+
+    with interrupt.critical():
+        ov.save_model(model, path, compress_to_fp16=False)
