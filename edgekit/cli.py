@@ -359,12 +359,8 @@ def students_cmd(pattern, teacher, arch, trust_pickle, size, channels, classes, 
                                 speedup=speedup, budget_ms=budget_ms, threads=threads, runs=runs, log=_stderr)
     click.echo(json.dumps(overview, indent=2) if as_json else students_table(overview))
 
-def entry() -> None:
-    """The `edgekit` executable: Ctrl-C handled by edgekit.interrupt (exit 130, workspace as it was), then the
-    command. (Calling `main` in-process, as tests and embedding programs do, keeps Python's own SIGINT handling.)"""
+
+if __name__ == "__main__":  # `python -m edgekit.cli`, as older docs said. numpy's thread pool predates the watcher
+    # here, and interrupt.install() passes Ctrl-C on from it; `python -m edgekit` installs before any thread starts.
     interrupt.install()
     main()
-
-
-if __name__ == "__main__":
-    sys.exit(entry())

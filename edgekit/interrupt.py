@@ -3,9 +3,9 @@
 A SIGINT delivered the usual way is not safe here: once OpenVINO, ONNX Runtime and LiteRT have started their
 thread pools, Ctrl-C during `compile --target all` crashed the process with SIGSEGV (rc -11; gdb showed the heap
 already corrupt in the main thread's next allocation), before any `finally` ran, leaving a staging folder behind,
-even with a Python handler that exits at once. So the CLI blocks SIGINT and SIGTERM in every thread, before any
-runtime starts one (threads inherit the mask), and a watcher thread takes them with sigwait: no thread of any
-runtime is ever interrupted. The watcher runs the cleanups the running stage registered (its staging folder, a
+even with a Python handler that exits at once. So the executable (edgekit.launch) blocks SIGINT and SIGTERM
+first, before any import starts a thread (threads inherit the mask; numpy starts one as it loads), and a watcher
+thread takes them with sigwait: no thread of any runtime is ever interrupted. The watcher runs the cleanups the running stage registered (its staging folder, a
 workspace folder it made), in reverse order, and leaves with os._exit, so nothing of the runtimes' teardown runs
 either. A stage's commit (files moved in, then the manifest) is a `critical()` section: an interrupt during it
 waits until the commit is complete, so the workspace is always before or after the stage, never between.
@@ -43,12 +43,31 @@ _lock = threading.Lock()  # orders the watcher's decision against critical secti
 
 def install() -> None:
     """Block the signals in this (the main) thread and so in every thread started after, and take them in a
-    watcher thread for the rest of the process. Call it before any runtime is imported."""
+    watcher thread for the rest of the process. Call it first, before any import that starts a thread (numpy
+    starts OpenBLAS's pool as it loads): `edgekit.launch` does."""
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     # A forked child (OpenVINO's telemetry forks one) inherits the blocked mask but not the watcher thread: unblock
     # there, or the child can be neither interrupted nor stopped, and the parent waits on it forever.
     os.register_at_fork(after_in_child=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS))
-    threading.Thread(target=_watch, name="edgekit-interrupt", daemon=True).start()
+    watcher = threading.Thread(target=_watch, name="edgekit-interrupt", daemon=True)
+    watcher.start()
+    # A thread started before install() keeps the signals unblocked, and the kernel may hand Ctrl-C to it rather
+    # than to the watcher's sigwait. Python's own handler would then raise KeyboardInterrupt in the main thread at
+    # an arbitrary line (between a staging folder's mkdtemp and the `try` that removes it: a fresh-clone CI run
+    # kept one), and SIGTERM's default would end the process with no cleanup at all. So the handler of both only
+    # passes the signal on to the watcher, which takes it as if the kernel had chosen it.
+    for signum in SIGNALS:
+        signal.signal(signum, lambda signum, _frame: _pass_on(watcher, signum))
+
+
+def _pass_on(watcher: threading.Thread, signum: int) -> None:
+    """The main thread's handler for a signal a pre-install thread received: hand it to the watcher, then wait for
+    the watcher to act on it (exit, or mark a critical section pending and end). The wait matters: a signal taken
+    in a thread Python does not know can lose the watcher's claim on the GIL, and a main thread busy in Python
+    then starved it for seconds. The timeout covers the handler running while this thread holds `_lock`."""
+    if watcher.is_alive():  # else it already took one: the exit is under way or pending
+        signal.pthread_kill(watcher.ident, signum)
+        watcher.join(timeout=0.5)
 
 
 def _watch() -> None:

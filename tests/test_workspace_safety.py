@@ -21,7 +21,7 @@ from edgekit.cli import main
 from edgekit.workspace import LOCK_FILE, Workspace, require_quantized, write_text_atomic
 from tests.conftest import REPO, save_model
 
-EDGEKIT = [sys.executable, "-m", "edgekit.cli"]
+EDGEKIT = [sys.executable, "-m", "edgekit"]
 
 
 def invoke(*args):
@@ -146,6 +146,70 @@ def test_once_exiting_a_stage_cannot_recreate_its_removed_staging_folder(tmp_pat
         worker.join(0.3)
         assert worker.is_alive() and not staging.exists()
         monkeypatch.setattr(interrupt, "_exiting", False)
+
+
+# A process with threads that predate interrupt.install() (numpy's OpenBLAS pool, and eight more to make the
+# kernel's choice of thread land on one of them): a Ctrl-C or SIGTERM must still end it through the watcher (130,
+# its cleanups), never as a KeyboardInterrupt raised at an arbitrary line of the main thread. The main thread
+# releases the GIL as edgekit's stages do (a runtime call, a file write): CPython 3.11 runs a Python-level signal
+# handler that a foreign thread received only once the main thread next takes the GIL.
+EARLY_THREADS = """
+import sys, threading, time
+import numpy
+for _ in range(8):
+    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+from edgekit import interrupt
+interrupt.install()
+print("ready", flush=True)
+try:
+    while True:
+        time.sleep(0.001)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+    sys.exit(5)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signals_reach_the_watcher_from_threads_started_before_install(signum):
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", EARLY_THREADS], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == interrupt.EXIT_CODE, out + err
+        assert err.strip().splitlines()[-1] == interrupt.MESSAGE and "KeyboardInterrupt" not in out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread signal masks from Linux /proc")
+def test_the_executable_installs_before_any_thread_starts():
+    """`edgekit` and `python -m edgekit` go through edgekit.launch: it must reach interrupt.install() with no thread
+    started, so that every thread the CLI's imports start (numpy's pool at least) blocks Ctrl-C."""
+    code = """
+import os, sys, threading
+from edgekit import interrupt, launch
+assert "numpy" not in sys.modules, "importing edgekit.launch imported numpy"
+real_install = interrupt.install
+def install():
+    assert len(os.listdir("/proc/self/task")) == 1, "a thread started before interrupt.install()"
+    real_install()
+interrupt.install = install
+sys.argv = ["edgekit", "--help"]
+try:
+    launch.entry()
+except SystemExit:
+    pass
+assert "numpy" in sys.modules  # the CLI's imports started numpy's pool after the install
+watcher = next(t.native_id for t in threading.enumerate() if t.name == "edgekit-interrupt")
+for task in os.listdir("/proc/self/task"):
+    if int(task) != watcher:
+        blocked = int(open(f"/proc/self/task/{task}/status").read().split("SigBlk:")[1].split()[0], 16)
+        assert all(blocked >> (n - 1) & 1 for n in (2, 15)), (task, hex(blocked))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_stale_staging_folders_are_removed_at_the_next_write(tmp_path, quantized_workspace):

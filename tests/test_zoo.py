@@ -159,7 +159,7 @@ def test_refused_model_exits_2_with_one_line_reason(tmp_path):
     pt2 = zoo_models.build(REFUSED, tmp_path, images, steps=5)
     ws = tmp_path / "ws"
     proc = subprocess.run(
-        [sys.executable, "-m", "edgekit.cli", "quantize", str(pt2), "--calib", str(zoo_models.CALIB_DIR),
+        [sys.executable, "-m", "edgekit", "quantize", str(pt2), "--calib", str(zoo_models.CALIB_DIR),
          "--workdir", str(ws), "--mean", zoo_models.MEAN_ARG, "--std", zoo_models.STD_ARG, "--calib-size", "8"],
         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2, proc.stderr
