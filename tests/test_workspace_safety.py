@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from click.testing import CliRunner
 from edgekit import interrupt
 from edgekit.cli import main
 from edgekit.workspace import LOCK_FILE, Workspace, require_quantized, write_text_atomic
-from tests.conftest import REPO, save_model
+from tests.conftest import save_model
 
 EDGEKIT = [sys.executable, "-m", "edgekit"]
 
