@@ -11,7 +11,7 @@ of each step, and nothing random, are the same in one process and in two). Three
    and steps), the same seed: the reference.
 
 Both torchrun runs start this file as their script (`__main__` below): it calls edgekit's console entry
-(`edgekit.cli:entry`, what `torchrun -m edgekit.cli` runs) after putting a write guard on every rank but 0: each
+(`edgekit.launch:entry`, what `torchrun -m edgekit` runs) after putting a write guard on every rank but 0: each
 attempt to write into the output folder (open for writing, os.open with O_CREAT/O_WRONLY, os.replace/rename,
 mkdir, torch.save, torch.export.save) is logged to a file outside it and refused. So "only rank 0 writes" is
 checked where it matters, not inferred from the files that end up there (rank 1 writing the same names would leave
@@ -300,7 +300,7 @@ def _torchrun_main() -> None:
     it): the student's accuracy is measured from the checkpoint here."""
     import edgekit.distillation
     import edgekit.training
-    from edgekit.cli import entry
+    from edgekit.launch import entry
 
     rank = int(os.environ.get("RANK", "0"))
     edgekit.distillation.compare = lambda *_: {"teacher": {}, "student": {}}
