@@ -175,9 +175,12 @@ def test_signals_reach_the_watcher_from_threads_started_before_install(signum):
         proc = subprocess.Popen([sys.executable, "-c", EARLY_THREADS], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        assert proc.stdout.readline().strip() == "ready"
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=60)
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            proc.send_signal(signum)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()  # a child that missed the signal must not outlive the test
         assert proc.returncode == interrupt.EXIT_CODE, out + err
         assert err.strip().splitlines()[-1] == interrupt.MESSAGE and "KeyboardInterrupt" not in out
 
