@@ -7,8 +7,9 @@ even with a Python handler that exits at once. So the executable (edgekit.launch
 first, before any import starts a thread (threads inherit the mask; numpy starts one as it loads), and a watcher
 thread takes them with sigwait: no thread of any runtime is ever interrupted. The watcher runs the cleanups the
 running stage registered (its staging folder, a workspace folder it made), in reverse order, and leaves with
-os._exit, so nothing of the runtimes' teardown runs either. A stage's commit (files moved in, then the manifest) is a `critical()` section: an interrupt during it
-waits until the commit is complete, so the workspace is always before or after the stage, never between.
+os._exit, so nothing of the runtimes' teardown runs either. A stage's commit (files moved in, then the manifest)
+is a `critical()` section: an interrupt during it waits until the commit is complete, so the workspace is always
+before or after the stage, never between.
 Subprocesses (ssh, scp, polygraphy) inherit the blocked mask, so Ctrl-C does not reach them: the watcher ends
 them itself (SIGKILL to this process's children) before it exits.
 
