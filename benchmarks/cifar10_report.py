@@ -41,7 +41,8 @@ def student_section(r: dict) -> list[str]:
             cells.append(f"{pct(a['top1'])} ({100 * (a['reference_top1'] - a['top1']):+.2f} pts)")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     lines += ["", "Latency: int8, batch 1, teacher and student timed in one interleaved run per artifact and thread "
-              "count (alternating rounds); the speed-up's 95 % interval is over the rounds' paired ratios.", "",
+              "count (alternating rounds); the speed-up's 95 % interval is over the rounds' paired ratios. A timed call: "
+              + r.get("timed_call", "the runner call, float batch in and outputs out included") + ".", "",
               "| int8 artifact | threads | teacher p50 | student p50 | student / teacher | speed-up (95 % interval) | "
               "others' CPU share |", "|---|---|---|---|---|---|---|"]
     for t in r["timing"]:

@@ -61,6 +61,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 import edgekit  # noqa: E402
 from edgekit import metrics  # noqa: E402
+from edgekit.board.timing import TIMED_CALL, bound_call  # noqa: E402
 from edgekit.data import ImageSet, Preprocess  # noqa: E402
 from edgekit.environment import environment  # noqa: E402
 from edgekit.workspace import workspace_images  # noqa: E402
@@ -237,11 +238,20 @@ def torch_row(model_path: Path, threads: int) -> Row:
     torch.set_num_threads(threads)
     module = load_model(model_path).module
 
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(x)).numpy()
+    class Run:
+        def __call__(self, x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return module(torch.from_numpy(x)).numpy()
 
-    return Row(REFERENCE, run, model_path.stat().st_size, config=f"torch.set_num_threads({threads})")
+        def bind(self, x: np.ndarray):  # the forward pass alone, as every row is timed (bound_call)
+            tensor = torch.from_numpy(x)
+
+            def forward():
+                with torch.inference_mode():
+                    module(tensor)
+            return forward
+
+    return Row(REFERENCE, Run(), model_path.stat().st_size, config=f"torch.set_num_threads({threads})")
 
 
 def ort_row(name: str, path: Path, threads: int) -> Row:
@@ -313,10 +323,16 @@ def ov_row(name: str, path: Path, threads: int, precision: str | None, size: int
     compiled_for = StaticShapes(core, path, "CPU", config, core.compile_model(core.read_model(path), "CPU", config))
     used = compiled_for(1).get_property("INFERENCE_PRECISION_HINT")  # what the plugin actually chose
 
-    def run(x: np.ndarray) -> np.ndarray:
-        return compiled_for(len(x))(np.ascontiguousarray(x, dtype=np.float32))[0]
+    class Run:
+        def __call__(self, x: np.ndarray) -> np.ndarray:
+            return compiled_for(len(x))(np.ascontiguousarray(x, dtype=np.float32))[0]
 
-    return Row(name, run, size, config=f"INFERENCE_NUM_THREADS={threads}, precision {used}, static shape per batch")
+        def bind(self, x: np.ndarray):  # an infer request with x set: the inference alone, as edgekit's runner does
+            request = compiled_for(len(x)).create_infer_request()
+            request.set_input_tensor(ov.Tensor(x))
+            return request.infer
+
+    return Row(name, Run(), size, config=f"INFERENCE_NUM_THREADS={threads}, precision {used}, static shape per batch")
 
 
 def nncf_plain(fp32: Path, calib: ImageSet, pre: Preprocess, out_dir: Path) -> Path:
@@ -407,16 +423,20 @@ def is_anchor(name: str) -> bool:
 
 
 def interleaved(rows: list[Row], x: np.ndarray, rounds: int, calls: int, warmup: int, desc: str) -> dict[str, list[float]]:
-    """Per-call seconds: `rounds` rounds, each timing `calls` calls of every row, the starting row rotating."""
+    """Per-call seconds: `rounds` rounds, each timing `calls` calls of every row, the starting row rotating. A call
+    is the row's inference on an input already handed to its runtime (edgekit.board.timing.bound_call, the same for
+    every row)."""
+    bound = {r.name: bound_call(r.run, x) for r in rows}
     for r in rows:
         for _ in range(warmup):
-            r.run(x)
+            bound[r.name]()
     times: dict[str, list[float]] = {r.name: [] for r in rows}
     for i in tqdm(range(rounds), desc=desc, unit="round", dynamic_ncols=True):
         for r in rows[i % len(rows):] + rows[: i % len(rows)]:
+            call = bound[r.name]
             for _ in range(calls):
                 t0 = time.perf_counter()
-                r.run(x)
+                call()
                 times[r.name].append(time.perf_counter() - t0)
     return times
 
@@ -492,7 +512,8 @@ def main() -> None:
         print(f"[{case.key}] done; {time.time() - started:.0f} s so far")
     env.update({"load_after": os.getloadavg(), "seconds": round(time.time() - started)})
     write_results({"environment": env, "notes": notes, "models": results,
-                   "settings": {"runs": args.runs, "rounds": args.rounds, "tp_rounds": args.tp_rounds}}, args.out)
+                   "settings": {"runs": args.runs, "rounds": args.rounds, "tp_rounds": args.tp_rounds,
+                                "timed_call": TIMED_CALL}}, args.out)
 
 
 def command_line() -> str:

@@ -154,6 +154,8 @@ def environment_lines(env: dict, settings: dict) -> list[str]:
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + f"; Python {env['python']}; {env['os']}",
         f"- Latency: batch 1, {settings['runs']} calls per row in {settings['rounds']} interleaved rounds (10 warm-up "
         f"calls each); throughput: batch 32, {settings['tp_rounds']} interleaved rounds x 2 calls, median call",
+        # results.json from before the bound call timed the whole runner call, conversions included
+        f"- A timed call: {settings.get('timed_call', 'the runner call, float batch in and outputs out included')}",
     ]
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import edgekit
-from edgekit.board.timing import interleaved_latency, load_between, load_snapshot, summarize
+from edgekit.board.timing import TIMED_CALL, interleaved_latency, load_between, load_snapshot, summarize
 from edgekit.environment import environment
 from edgekit.table import format_table, pct
 from edgekit.targets import get_target
@@ -134,6 +134,7 @@ def main() -> None:
                         "speed-up (95 % interval)", "others' CPU"], rows))
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "command": " ".join(["python", "benchmarks/student_vs_teacher.py", *sys.argv[1:]]),
+              "timed_call": TIMED_CALL,
               "environment": environment(), "load_now": os.getloadavg(),
               "teacher": str(args.teacher.relative_to(REPO) if args.teacher.is_relative_to(REPO) else args.teacher),
               "student": str(args.student.relative_to(REPO) if args.student.is_relative_to(REPO) else args.student),

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import emulator
 from . import metrics, outputs, preflight, stage_keys, timing_stats
-from .board.timing import ACCURACY_BATCH, interleaved_latency, load_between, load_snapshot, summarize
+from .board.timing import ACCURACY_BATCH, TIMED_CALL, interleaved_latency, load_between, load_snapshot, summarize
 from .data import ImageSet, Preprocess, open_images
 from .environment import environment
 from .errors import EdgekitError
@@ -289,7 +289,7 @@ def _result(tgt, label: str, pair: ArtifactPair, run: dict, images: ImageSet, ev
         lat, ref_lat = summarize(run["timings"]["int8"]), summarize(run["timings"]["reference"])
         result.update(latency_ms=lat, reference_latency_ms=ref_lat, speedup_vs_reference=ref_lat["p50"] / lat["p50"],
                       int8_over_reference_p50=lat["p50"] / ref_lat["p50"], throughput_ips=timing["batch"] * 1000.0 / lat["mean"], runs=timing["runs"],
-                      latency_note=_latency_note(host_proxy, remote, machine, pair))
+                      timed_call=TIMED_CALL, latency_note=_latency_note(host_proxy, remote, machine, pair))
         result.update(timing_stats.assess(run["timings"], run.get("load"), run["environment"].get("cores")))
     result["environment"] = run["environment"]
     return result

@@ -13,6 +13,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from .board.timing import TIMED_CALL
+
 
 def fingerprint(spec: str | Path | None) -> str | None:
     """Cheap identity of a data source: a changed, added or removed file changes it (names, sizes, mtimes)."""
@@ -56,7 +58,8 @@ def compile_key(quantize: str, target: str, device: str, batch: int, openvino_so
 def bench_key(compile: str, eval, batch: int, runs: int, warmup: int, warmup_seconds: float,  # noqa: A002
               gates: dict, remote, strict_timing: bool = False, labels=None, classes=None) -> str:
     # strict_timing turns an inconclusive gate into a failure, so it changes the result
-    return key_of("bench", compile, fingerprint(eval), fingerprint(labels), fingerprint(classes), batch, runs, warmup,
+    # TIMED_CALL: a bench timed the older way (conversions inside the timed call) is not reused
+    return key_of("bench", TIMED_CALL, compile, fingerprint(eval), fingerprint(labels), fingerprint(classes), batch, runs, warmup,
                   warmup_seconds, gates, remote, strict_timing)
 
 

@@ -169,3 +169,47 @@ def test_report_renders_in_headless_chromium(benched, compiled, tmp_path):
         capture_output=True, text=True, timeout=120,
     ).stdout
     assert '<table id="results">' in dom and "<circle" in dom and "<td>openvino</td>" in dom
+
+
+@pytest.mark.parametrize("target,role", [("openvino", "int8"), ("openvino", "fp32"), ("arm", "int8"), ("arm", "fp32")])
+def test_a_bound_call_runs_the_same_inference_as_the_full_call(compiled, target, role):
+    """bench times runner.bind(x)() (the runtime's inference on an input already handed over, as benchmark_app and
+    onnxruntime_perf_test time it): it must compute what runner(x) computes, on x, at batch 1 and at 4."""
+    from edgekit.data import Preprocess
+    from edgekit.targets import get_target
+
+    manifest = json.loads((compiled / "manifest.json").read_text())
+    pre = Preprocess.from_dict(manifest["preprocess"])
+    images = next(open_images(manifest["eval_data"]["path"], "eval").batches(pre, 4))
+    runner = get_target(target).runner(compiled / "targets" / target, role, 1)
+    for x in (images[:1], images):
+        x = np.ascontiguousarray(x)
+        expected = runner(x)
+        call = runner.bind(x)
+        result = call()
+        if hasattr(runner, "session"):  # ONNX Runtime: the outputs stay in the I/O binding the call ran
+            got = call.args[0].copy_outputs_to_cpu()[0]
+        else:  # OpenVINO: the infer request's results
+            got = np.asarray(result[runner.compiled_for(len(x)).outputs[0]])
+        np.testing.assert_allclose(got.reshape(len(x), -1), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_interleaved_latency_times_the_bound_call_only():
+    """The timed loop calls what bind returned, after one bind per runner, never the runner's full call
+    (conversions in, outputs out)."""
+    from edgekit.board.timing import interleaved_latency
+
+    calls = {"bind": 0, "bound": 0}
+
+    class Runner:
+        def bind(self, x):
+            assert x.dtype == np.float32 and x.flags.c_contiguous
+            calls["bind"] += 1
+            return lambda: calls.__setitem__("bound", calls["bound"] + 1)
+
+        def __call__(self, x):
+            raise AssertionError("bench does not time the full call")
+
+    times = interleaved_latency({"a": Runner(), "b": Runner()}, np.zeros((1, 3, 4, 4), np.float64), 25, 3, 0.0)
+    assert len(times["a"]) == len(times["b"]) == 25
+    assert calls == {"bind": 2, "bound": 2 * (25 + 3)}

@@ -394,3 +394,24 @@ def test_a_conversion_failure_names_the_op(tmp_path, op, named):
         _convert(Net().eval(), np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32), tmp_path / "m.tflite")
         _loads(tmp_path / "m.tflite")
     assert named in conversion_failure(e.value)
+
+
+def test_a_bound_call_runs_the_same_inference_as_the_full_call(arm_ws):
+    """bench times the .tflite's bound call: the input quantized and written once, then the interpreter's invoke
+    alone (as LiteRT's benchmark_model times it). It must leave the outputs runner(x) returns."""
+    from edgekit.board.tflite_board import _dequantize
+    from edgekit.targets import get_target
+
+    manifest = json.loads((arm_ws / "manifest.json").read_text())
+    pre = Preprocess.from_dict(manifest["preprocess"])
+    x = np.ascontiguousarray(next(open_images(manifest["eval_data"]["path"], "eval").batches(pre, 3)))
+    for role in ("tflite_int8", "tflite_fp32"):
+        runner = get_target("arm").runner(arm_ws / "targets" / "arm", role, 1)
+        expected = runner(x[1:2])
+        runner(x[:1])  # another image in the input first: the bound call must write its own
+        call = runner.bind(x[1:2])
+        call()
+        out = runner._out  # noqa: SLF001
+        np.testing.assert_array_equal(_dequantize(runner.interpreter.get_tensor(out["index"]), out).reshape(1, -1), expected)
+        many = runner.bind(x)  # a batch the .tflite's fixed batch 1 cannot take at once: the full call
+        assert many() is not None

@@ -76,6 +76,10 @@ class EngineModel:
         run = any_batch(self._run, self.fixed_batch)
         return np.concatenate([run(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)])
 
+    def bind(self, x: np.ndarray):
+        """The full call: host-to-GPU and back included, as trtexec's end-to-end latency (timing.bound_call)."""
+        return lambda: self(x)
+
     def _run(self, x: np.ndarray) -> np.ndarray:
         import torch
 

@@ -82,6 +82,18 @@ class OpenVINOModel:
         """The compilation that runs `batch` images: a static-shape one where the IR's batch is dynamic."""
         return self.compiled if self.fixed_batch is not None else self.static_shapes(batch)
 
+    def bind(self, x: np.ndarray):
+        """x -> a no-argument call that runs only the inference on it: an infer request of the compilation for
+        len(x) (timing.bound_call) with x set as its input tensor. An IR with a fixed batch of another size runs
+        through the full call (chunks, padded)."""
+        if self.fixed_batch is not None and len(x) != self.fixed_batch:
+            return lambda: self(x)
+        import openvino as ov
+
+        request = self.compiled_for(len(x)).create_infer_request()
+        request.set_input_tensor(ov.Tensor(x))  # a copy: the request owns its input
+        return request.infer
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         # An IR whose batch could not be made dynamic runs fixed-size chunks, the last one zero-padded (any_batch).
         return self._run(np.ascontiguousarray(x, dtype=np.float32))

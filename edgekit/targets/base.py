@@ -30,6 +30,10 @@ class Runner(Protocol):
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
+    def bind(self, x: np.ndarray) -> Callable[[], object]:
+        """A no-argument call that runs only the runtime's inference on x, x handed to the runtime beforehand: what
+        bench times (board/timing.py, bound_call)."""
+
 
 @dataclass(frozen=True)
 class ArtifactPair:
