@@ -188,7 +188,7 @@ def test_a_bound_call_runs_the_same_inference_as_the_full_call(compiled, target,
         call = runner.bind(x)
         result = call()
         if hasattr(runner, "session"):  # ONNX Runtime: the outputs stay in the I/O binding the call ran
-            got = call.args[0].copy_outputs_to_cpu()[0]
+            got = call.binding.copy_outputs_to_cpu()[0]
         else:  # OpenVINO: the infer request's results
             got = np.asarray(result[runner.compiled_for(len(x)).outputs[0]])
         np.testing.assert_allclose(got.reshape(len(x), -1), expected, rtol=1e-5, atol=1e-5)

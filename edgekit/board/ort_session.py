@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +40,21 @@ class OrtSession:
         if self.fixed_batch is not None and len(x) != self.fixed_batch:
             return lambda: self(x)
         binding = self.session.io_binding()
-        binding.bind_cpu_input(self.input_name, x)  # keeps a reference to x: the caller's array must stay as it is
+        binding.bind_cpu_input(self.input_name, x)  # may use x's memory in place: BoundRun keeps x alive
         for out in self.session.get_outputs():
             binding.bind_output(out.name, "cpu")
-        return functools.partial(self.session.run_with_iobinding, binding)  # .args[0]: the binding, outputs in it
+        return BoundRun(self.session, binding, x)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self._run(x)
+
+
+class BoundRun:
+    """OrtSession.bind's call: the session run on its I/O binding (the outputs stay in `binding`), holding the
+    input array the binding may read in place."""
+
+    def __init__(self, session, binding, x: np.ndarray) -> None:
+        self.session, self.binding, self.x = session, binding, x
+
+    def __call__(self) -> None:
+        self.session.run_with_iobinding(self.binding)
