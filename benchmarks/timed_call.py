@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 from pathlib import Path
 
@@ -64,8 +65,6 @@ def main() -> None:
 
 
 def _input_shape(ws: Path) -> tuple[int, ...]:
-    import json
-
     pre = json.loads((ws / "manifest.json").read_text())["preprocess"]
     return (pre["channels"], pre["height"], pre["width"])
 

@@ -59,8 +59,8 @@ def bench_key(compile: str, eval, batch: int, runs: int, warmup: int, warmup_sec
               gates: dict, remote, strict_timing: bool = False, labels=None, classes=None) -> str:
     # strict_timing turns an inconclusive gate into a failure, so it changes the result
     # TIMED_CALL: a bench timed the older way (conversions inside the timed call) is not reused
-    return key_of("bench", TIMED_CALL, compile, fingerprint(eval), fingerprint(labels), fingerprint(classes), batch, runs, warmup,
-                  warmup_seconds, gates, remote, strict_timing)
+    return key_of("bench", TIMED_CALL, compile, fingerprint(eval), fingerprint(labels), fingerprint(classes), batch,
+                  runs, warmup, warmup_seconds, gates, remote, strict_timing)
 
 
 def workspace_eval_key(manifest: dict) -> str:
