@@ -100,7 +100,7 @@ def load_between(before: dict, after: dict) -> dict:
 # What one timed call is, in the words bench.json and the reports use.
 TIMED_CALL = ("the runtime's inference call on an input already in its buffers (as LiteRT's benchmark_model, "
               "OpenVINO's benchmark_app and onnxruntime_perf_test time it): converting the float batch in and the "
-              "outputs out is not timed")
+              "outputs out is not timed; a TensorRT engine is timed through its full call, host-GPU copies included")
 
 
 def bound_call(runner, x: np.ndarray):
