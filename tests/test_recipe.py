@@ -171,7 +171,7 @@ def test_distill_recipe_runs_teacher_to_student_to_target(tmp_path, trained_tiny
         model: {{path: teacher.pt2}}
         preprocess: {{mean: 0.286, std: 0.353}}
         data: {{calib: {calib_small}, eval: {eval_npz_small}, calib_size: 40}}
-        distill: {{data: train.npz, student: mobilenetv2_035, epochs: 1, batch: 32}}
+        distill: {{data: train.npz, student: resnet_s_050, epochs: 1, batch: 32}}
         quantize: {{method: minmax}}
         compile: {{targets: [arm]}}
         bench: {{runs: 5, warmup: 1, warmup_seconds: 0.01, threads: 1}}
@@ -182,7 +182,7 @@ def test_distill_recipe_runs_teacher_to_student_to_target(tmp_path, trained_tiny
     assert [s["stage"] for s in stages] == ["distill", "quantize", "compile arm", "bench arm"]
     out = tmp_path / "out"
     distilled = json.loads((out / "distill.json").read_text())
-    assert distilled["student"]["name"] == "mobilenetv2_035"
+    assert distilled["student"]["name"] == "resnet_s_050"
     quantized = json.loads((out / "quantize.json").read_text())
     assert quantized["model"]["path"] == str(out / "student.pt2")
     rerun = json.loads(invoke("run", recipe, "--json").stdout)["stages"]
