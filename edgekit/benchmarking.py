@@ -47,7 +47,8 @@ from .workspace import (Workspace, check_labels, require_compiled, require_quant
                         write_json_atomic)
 
 
-def check_limits(runs: int, warmup: int, batch: int, max_drop, max_latency_ms, min_speedup, min_sqnr=None) -> None:
+def check_limits(runs: int, warmup: int, batch: int, max_drop, max_latency_ms, min_speedup, min_sqnr=None,
+                 min_agreement=None) -> None:
     if runs < 1:
         raise EdgekitError(f"--runs must be at least 1, got {runs}", "e.g. --runs 200")
     if warmup < 0:
@@ -58,13 +59,16 @@ def check_limits(runs: int, warmup: int, batch: int, max_drop, max_latency_ms, m
                         ("--min-sqnr", min_sqnr)):
         if value is not None and value < 0:
             raise EdgekitError(f"{flag} must not be negative, got {value}", "give a limit of 0 or more")
+    if min_agreement is not None and not 0 < min_agreement <= 100:
+        raise EdgekitError(f"--min-agreement is a percentage above 0 and at most 100, got {min_agreement}",
+                           "e.g. --min-agreement 99")
 
 
 def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str | Path | None = None,  # noqa: A002
           labels: str | Path | None = None, classes: str | Path | None = None,
           batch: int = 1, threads: int | None = None, runs: int = 200, warmup: int = 20, warmup_seconds: float = 1.0,
           max_drop: float | None = None, max_latency_ms: float | None = None, min_speedup: float | None = None,
-          min_sqnr: float | None = None, strict_timing: bool = False, remote: str | None = None, ssh_key: str | Path | None = None,
+          min_sqnr: float | None = None, min_agreement: float | None = None, strict_timing: bool = False, remote: str | None = None, ssh_key: str | Path | None = None,
           remote_python: str | None = None, emulate: str | None = None, emulate_images: int | None = None,
           log=print) -> dict:
     """Latency and accuracy of each compiled target, against its own fp32 reference, with pass/fail gates.
@@ -73,7 +77,8 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
         the ones quantize used), with `labels` / `classes` files as quantize takes them. batch, threads (default: all cores, the board's with `remote`), runs, warmup,
         warmup_seconds: the timing. Gates: max_drop (top-1 points lost vs fp32; disagreement without labels),
         max_latency_ms (int8 p50), min_speedup (int8 over its fp32 reference), min_sqnr (dB: every output's SQNR
-        against the fp32 reference's at least this). A gate a target cannot measure
+        against the fp32 reference's at least this), min_agreement (percent of eval images on which int8's top-1
+        is fp32's, labels or not). A gate a target cannot measure
         (a latency where the runtime is emulated) is "not checked". A latency or speed-up gate whose limit lies
         inside the 95 % interval of a noisy measurement is "inconclusive"; strict_timing makes it "failed".
     remote: "user@host[:port]" (IPv6: user@[addr]:port) to run on that board over ssh, with `ssh_key` and the
@@ -85,7 +90,7 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
     Writes targets/<name>/bench.json and returns {name: bench.json content}; result["passed"] is False when a
     gate failed.
     """
-    check_limits(runs, warmup, batch, max_drop, max_latency_ms, min_speedup, min_sqnr)
+    check_limits(runs, warmup, batch, max_drop, max_latency_ms, min_speedup, min_sqnr, min_agreement)
     if remote is None and (ssh_key is not None or remote_python is not None):
         raise EdgekitError("--ssh-key and --remote-python only apply to a remote bench", "add --remote user@host")
     if remote is not None:
@@ -100,6 +105,8 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
         require_compiled(ws, manifest, names)
         gates_wanted = {"max_drop": max_drop, "max_latency_ms": max_latency_ms, "min_speedup": min_speedup,
                         "min_sqnr": min_sqnr}
+        if min_agreement is not None:  # keyed only when asked: benches recorded before the gate existed stay valid
+            gates_wanted["min_agreement"] = min_agreement
         layout = OutputLayout.from_list(manifest.get("outputs"), manifest["input"].get("num_classes"))
         timing = {"batch": batch, "runs": runs, "warmup": warmup, "warmup_seconds": warmup_seconds}
         pre = Preprocess.from_dict(manifest["preprocess"])
@@ -143,7 +150,8 @@ def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str
                         log(f"{label}: WARNING: {chance}")
                         row.setdefault("warnings", []).append(chance)
                     if result is None:
-                        row["gates"] = gates(row, max_drop, max_latency_ms, min_speedup, strict_timing, min_sqnr)
+                        row["gates"] = gates(row, max_drop, max_latency_ms, min_speedup, strict_timing, min_sqnr,
+                                             min_agreement)
                         row["passed"] = not any(g["status"] == "failed" for g in row["gates"])
                         result = row
                     else:  # a further pair: its own row, no gates of its own
@@ -360,7 +368,7 @@ def accuracy(flat: np.ndarray, reference: np.ndarray, labels, layout: OutputLayo
 
 
 def gates(result: dict, max_drop, max_latency_ms, min_speedup, strict_timing: bool = False,
-          min_sqnr: float | None = None) -> list[dict]:
+          min_sqnr: float | None = None, min_agreement: float | None = None) -> list[dict]:
     """Each requested gate: {"name", "limit", "value", "status": passed | failed | inconclusive | not checked,
     "passed"}. A gate whose value cannot be measured on this target (a latency where the runtime is emulated) is
     "not checked": shown with its reason, and it neither passes nor fails the target. A latency or speed-up gate
@@ -375,6 +383,12 @@ def gates(result: dict, max_drop, max_latency_ms, min_speedup, strict_timing: bo
         # With labels: top-1 points lost vs the fp32 reference; without: points of disagreement with it.
         value = (100 * (acc["reference_top1"] - acc["top1"]) if acc["labelled"] else 100 * (1 - acc["agreement"]))
         out.append(_gate("max_drop_points", max_drop, value, value <= max_drop))
+    if min_agreement is not None and acc["agreement"] is None:
+        out.append({**_gate("min_agreement_pct", min_agreement, None, False), "status": "not checked", "passed": None,
+                    "reason": "the model has no class-logits output (gate its outputs with --min-sqnr)"})
+    elif min_agreement is not None:
+        value = round(100 * acc["agreement"], 6)  # 99.4, not 99.39999999999999, against a limit of 99.4
+        out.append(_gate("min_agreement_pct", min_agreement, value, value >= min_agreement))
     if min_sqnr is not None:
         # The worst output decides; an output identical to fp32 (no noise at all) has no SQNR and cannot fail.
         worst = outputs.min_sqnr(result["outputs"])

@@ -132,6 +132,9 @@ def exit_on_failed_gates(ctx: click.Context, results: dict) -> None:
 @click.option("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores).")
 @click.option("--max-drop", type=float, default=None, metavar="PTS",
               help="Accuracy budget: keep the most sensitive layers in float until the drop fits.")
+@click.option("--min-agreement", type=float, default=None, metavar="PCT",
+              help="Fidelity budget instead: int8's top-1 must be fp32's on at least PCT % of the eval images "
+                   "(met like --max-drop).")
 @click.option("--task", type=click.Choice(["classify", "segment", "detect", "features"]), default=None,
               help="What the model's outputs are, where their shapes do not say (default: from the shapes).")
 @click.option("--output", "outputs", multiple=True, metavar="NAME=ROLE",
@@ -140,14 +143,14 @@ def exit_on_failed_gates(ctx: click.Context, results: dict) -> None:
               help="Fail (exit 2) when the fp32 top-1 on labelled eval images is about chance (preprocessing or labels wrong).")
 @click.option("--json", "as_json", is_flag=True, help="Print quantize.json instead of the table.")
 def quantize(model, calib, eval_, labels, classes, workdir, force, inputs, method, calib_size, seed, batch, threads, max_drop,
-             task, outputs, strict, as_json) -> None:
+             min_agreement, task, outputs, strict, as_json) -> None:
     """Post-training int8 quantization of MODEL, calibrated on real images; accuracy cost measured."""
     from .table import quantize_table
 
     report = edgekit.quantize(model, calib, eval=eval_, labels=labels, classes=classes, workdir=workdir,
                               inputs=inputs, method=method,
                               calib_size=calib_size, seed=seed, batch=batch, threads=threads, max_drop=max_drop,
-                              task=task, output_roles=list(outputs), strict=strict, force=force, log=_stderr)
+                              min_agreement=min_agreement, task=task, output_roles=list(outputs), strict=strict, force=force, log=_stderr)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -165,13 +168,17 @@ def quantize(model, calib, eval_, labels, classes, workdir, force, inputs, metho
               help="openvino int8 from the portable QDQ model (default) or NNCF on the fp32 IR.")
 @click.option("--max-drop", type=float, default=None, metavar="PTS",
               help="Accuracy budget per target: keep its most sensitive layers in float until its drop fits.")
+@click.option("--min-agreement", type=float, default=None, metavar="PCT",
+              help="Fidelity budget per target instead: its int8 top-1 must be its fp32 reference's on at least PCT % "
+                   "of the eval images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the compile.json of each target.")
-def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_drop, as_json) -> None:
+def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_drop, min_agreement, as_json) -> None:
     """Compile the quantized workspace for edge targets (no model argument: it reads the workspace)."""
     from .table import compile_table
 
     results = edgekit.compile(target, workdir=workdir, device=device.upper(), threads=threads, batch=batch,
-                              openvino_source=openvino_source, max_drop=max_drop, log=_stderr)
+                              openvino_source=openvino_source, max_drop=max_drop, min_agreement=min_agreement,
+                              log=_stderr)
     click.echo(json.dumps(results, indent=2) if as_json else compile_table(results))
 
 
@@ -194,6 +201,8 @@ def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_dr
 @click.option("--min-speedup", type=float, default=None, help="Gate: int8 speedup over the target's fp32 reference.")
 @click.option("--min-sqnr", type=float, default=None, metavar="DB",
               help="Gate: every output's SQNR against the fp32 reference, in dB (any model; e.g. 20).")
+@click.option("--min-agreement", type=float, default=None, metavar="PCT",
+              help="Gate: int8's top-1 equals the fp32 reference's on at least PCT % of the eval images (e.g. 99).")
 @click.option("--strict-timing", is_flag=True,
               help="A latency/speed-up gate inside a noisy timing's 95 % interval fails (default: inconclusive).")
 @click.option("--remote", default=None, metavar="USER@HOST[:PORT]",
@@ -210,13 +219,13 @@ def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_dr
 @click.option("--json", "as_json", is_flag=True, help="Print the bench.json of each target.")
 @click.pass_context
 def bench_cmd(ctx, target, workdir, eval_, labels, classes, batch, threads, runs, warmup, warmup_seconds, max_drop, max_latency_ms, min_speedup,
-              min_sqnr, strict_timing, remote, ssh_key, remote_python, emulate, emulate_images, as_json):
+              min_sqnr, min_agreement, strict_timing, remote, ssh_key, remote_python, emulate, emulate_images, as_json):
     """Latency and accuracy per compiled target, with pass/fail gates (exit 1 if any fails)."""
     from .table import bench_table
 
     results = edgekit.bench(target, workdir=workdir, eval=eval_, labels=labels, classes=classes, batch=batch, threads=threads, runs=runs, warmup=warmup,
                     warmup_seconds=warmup_seconds, max_drop=max_drop, max_latency_ms=max_latency_ms, min_speedup=min_speedup,
-                    min_sqnr=min_sqnr, strict_timing=strict_timing, remote=remote, ssh_key=ssh_key, remote_python=remote_python,
+                    min_sqnr=min_sqnr, min_agreement=min_agreement, strict_timing=strict_timing, remote=remote, ssh_key=ssh_key, remote_python=remote_python,
                     emulate=emulate, emulate_images=emulate_images, log=_stderr)
     click.echo(json.dumps(results, indent=2) if as_json else bench_table(results))
     exit_on_failed_gates(ctx, results)

@@ -35,7 +35,7 @@ VALIDATION_FILE = "validation.npz"  # the main pair's outputs on the eval images
 
 def compile_targets(target: str = "all", *, workdir: str | Path = "edgekit-out", device: str = "CPU",
                     threads: int = 0, batch: int = 1, openvino_source: str | None = None,
-                    max_drop: float | None = None, log=print) -> dict:
+                    max_drop: float | None = None, min_agreement: float | None = None, log=print) -> dict:
     """Compile the quantized workspace for edge targets; no model argument: it reads the workspace.
 
     target: "openvino", "arm", "jetson", a comma list, or "all" (targets that cannot be built here are skipped
@@ -44,23 +44,24 @@ def compile_targets(target: str = "all", *, workdir: str | Path = "edgekit-out",
     threads: runtime threads for the validation run (0: all cores). batch: the batch the TensorRT engine is tuned
         for. openvino_source: "qdq" (default, the workspace's ranges) or "nncf" (NNCF on the fp32 IR).
     max_drop: accuracy budget per target in points: its most sensitive layers stay in float until its drop fits.
+    min_agreement: the other budget (one of the two): the percentage of eval images on which the target's int8
+        top-1 must equal its fp32 reference's (fallback.Budget).
 
     Each target's artifacts land in targets/<name>/ with compile.json, after its int8 artifact was checked against
     its fp32 reference on the eval images. Returns {name: compile.json content}.
     """
-    if max_drop is not None and max_drop < 0:
-        raise EdgekitError(f"--max-drop must be 0 or more points, got {max_drop}", "e.g. --max-drop 0.5")
+    budget = fallback.Budget.from_options(max_drop, min_agreement)
     if device not in DEVICES:
         raise EdgekitError(f"unknown device {device!r}", f"use one of: {', '.join(DEVICES)}")
     names = resolve_targets(target)
     ws = Workspace(workdir)
     require_quantized(ws)
     with ws.writing():
-        return _compile(ws, names, target != "all", device, threads, batch, openvino_source, max_drop, log)
+        return _compile(ws, names, target != "all", device, threads, batch, openvino_source, budget, log)
 
 
 def _compile(ws: Workspace, names: list[str], explicit: bool, device: str, threads: int, batch: int,
-             openvino_source: str | None, max_drop: float | None, log) -> dict:
+             openvino_source: str | None, budget: fallback.Budget | None, log) -> dict:
     manifest = require_quantized(ws)  # again, under the lock: another writer may have re-quantized meanwhile
     for name in names:  # a named target that cannot run here is bad input: say so before doing any work
         reason = get_target(name).available()
@@ -81,15 +82,16 @@ def _compile(ws: Workspace, names: list[str], explicit: bool, device: str, threa
             continue
         log(f"{name}: compiling for {tgt.hardware} ({tgt.runtime})")
         results[name] = _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, options, threads,
-                                     max_drop, log)
+                                     budget, log)
     return results
 
 
-def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, options, threads, max_drop, log) -> dict:
+def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, options, threads, budget, log) -> dict:
     layout = OutputLayout.from_list(manifest.get("outputs"), manifest["input"].get("num_classes"))
-    if max_drop is not None and layout.logits is None:
-        raise EdgekitError("--max-drop is a top-1 budget and the model has no class-logits output",
-                           "drop --max-drop; gate fidelity with `edgekit bench --min-sqnr DB`")
+    if budget is not None and layout.logits is None:
+        flag = budget.flag.split()[0]
+        raise EdgekitError(f"{flag} is a top-1 budget and the model has no class-logits output",
+                           f"drop {flag}; gate fidelity with `edgekit bench --min-sqnr DB`")
     with ws.stage(f"compile-{tgt.name}") as stage:
         rel = f"targets/{tgt.name}"
         out_dir = stage.dir / rel
@@ -108,24 +110,26 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
             # Validation runs where this machine can: the CPU. --device is recorded for bench on the device itself.
             built["validation"], built["outputs"] = validate(tgt, out_dir, eval_set, pre, threads,
                                                              {**options, "device": "CPU"}, layout)
-            # The fallback's measure (top-1 points): only asked for with a class-logits output (checked above).
-            return fallback.validation_drop(built["validation"]) if layout.logits else 0.0
+            # The fallback's measure (top-1 points, or disagreement): only asked for with a class-logits output
+            # (checked above).
+            return budget.validation_drop(built["validation"]) if budget and layout.logits else 0.0
 
         t0 = time.perf_counter()  # the compile time a user waits for: builds, fallback steps and checks
 
         float_layers = list(manifest.get("float_layers", []))
         fb = None
-        if max_drop is None:
+        if budget is None:
             build(float_layers)
         else:
             with tempfile.TemporaryDirectory(prefix="edgekit-recovery-") as tmp:
                 recovered = None
                 if not manifest.get("recovery"):  # quantize ran none: recovery first, every layer still int8
                     drop = build(float_layers)
-                    if drop > max_drop:
+                    if drop > budget.points:
                         recovered = _recover(ws, tgt.name, Path(tmp), calib_set, pre, source, build, float_layers,
-                                             max_drop, drop, log)
-                fb = fallback.search(build, sensitivity_ranking(ws), max_drop, start=float_layers)
+                                             budget.points, drop, log)
+                fb = fallback.search(build, sensitivity_ranking(ws), budget.points, start=float_layers,
+                                     measure=budget.measure)
                 fb["recovery"] = recovered
             log(fallback.describe(tgt.name, fb))
         seconds = time.perf_counter() - t0
@@ -155,7 +159,7 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
         write_json_atomic(out_dir / "compile.json", info)
         targets = dict(ws.read_manifest().get("targets", {}))
         key = stage_keys.compile_key(manifest["stages"]["quantize"].get("inputs_key"), tgt.name, options["device"],
-                                     options["batch"], options.get("openvino_source"), max_drop)
+                                     options["batch"], options.get("openvino_source"), budget and budget.key())
         targets[tgt.name] = {"dir": rel, "files": result.files, "options": options, "inputs_key": key,
                              "validation": {"file": f"{rel}/{VALIDATION_FILE}", "device": "CPU",
                                             "eval_key": stage_keys.workspace_eval_key(manifest)}}
@@ -163,9 +167,9 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
     return info
 
 
-def _recover(ws: Workspace, name: str, tmp: Path, calib_set, pre, source: dict, build, float_layers, max_drop: float,
-             drop: float, log) -> dict:
-    """compile --max-drop missed on a workspace quantize ran no recovery on: each recovery method's adjusted graph
+def _recover(ws: Workspace, name: str, tmp: Path, calib_set, pre, source: dict, build, float_layers,
+             budget_points: float, drop: float, log) -> dict:
+    """compile's budget (--max-drop / --min-agreement) missed on a workspace quantize ran no recovery on: each recovery method's adjusted graph
     (recalibrated with the workspace's range method) is built and checked on this target before any layer is kept in
     float; `source` is left pointing at the best one (empty when none helped)."""
     from .calibration import Calibration
@@ -185,7 +189,7 @@ def _recover(ws: Workspace, name: str, tmp: Path, calib_set, pre, source: dict, 
         source.update(graph=graph, calibration=cal_path)
         return build(float_layers)
 
-    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, max_drop, drop, log)
+    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, budget_points, drop, log)
     source.clear()
     if result["chosen"]:
         chosen = made[result["chosen"]]

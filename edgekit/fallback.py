@@ -1,7 +1,13 @@
-"""Accuracy-aware fallback (`--max-drop PTS`): keep the most sensitive layers in float until the drop fits.
+"""Accuracy-aware fallback (`--max-drop PTS` or `--min-agreement PCT`): keep the most sensitive layers in float until
+the budget holds.
 
-The drop is top-1 points lost against the fp32 reference with labels, else disagreement (100 x (1 - top-1
-agreement)), the same measure bench's `--max-drop` gate uses. The search is greedy along the sensitivity
+Two budgets, one measure each (Budget), both in points lost against the fp32 reference:
+- `--max-drop PTS`: top-1 points lost with labels, else disagreement (100 x (1 - top-1 agreement)), the same measure
+  bench's `--max-drop` gate uses;
+- `--min-agreement PCT`: disagreement always, labels or not, at most 100 - PCT points: how often int8's top-1 is not
+  fp32's. The fidelity budget for users who ship the int8 model as a stand-in for the fp32 one (its answers, not
+  only its accuracy, must match), and the one that sees regressions a top-1 average hides (as many images newly
+  right as newly wrong). The search is greedy along the sensitivity
 ranking, one layer at a time, and each target runs it with its own build (its own way of leaving a layer
 in float) and its own runtime, so the budget is checked on the artifact that ships.
 
@@ -16,11 +22,57 @@ gate that fails.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from . import metrics
+from .errors import EdgekitError
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many points int8 may lose, and in what: "top1" (--max-drop; disagreement without labels) or
+    "agreement" (--min-agreement)."""
+
+    points: float
+    measure: str = "top1"
+
+    @classmethod
+    def from_options(cls, max_drop: float | None, min_agreement: float | None) -> "Budget | None":
+        """The budget the user asked for, None without one; bad values are exit 2 with the reason."""
+        if max_drop is not None and min_agreement is not None:
+            raise EdgekitError("--max-drop and --min-agreement are two budgets for the same fallback; pass one",
+                               "--max-drop PTS bounds the top-1 points lost, --min-agreement PCT how often int8's "
+                               "top-1 may differ from fp32's")
+        if max_drop is not None:
+            if max_drop < 0:
+                raise EdgekitError(f"--max-drop must be 0 or more points, got {max_drop}", "e.g. --max-drop 0.5")
+            return cls(max_drop)
+        if min_agreement is not None:
+            if not 0 < min_agreement <= 100:
+                raise EdgekitError(f"--min-agreement is a percentage above 0 and at most 100, got {min_agreement}",
+                                   "e.g. --min-agreement 99")
+            return cls(round(100.0 - min_agreement, 6), "agreement")
+        return None
+
+    @property
+    def flag(self) -> str:
+        return (f"--min-agreement {100 - self.points:g}" if self.measure == "agreement"
+                else f"--max-drop {self.points:g}")
+
+    def drop(self, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> float:
+        return drop_points(logits, reference, labels if self.measure == "top1" else None)
+
+    def validation_drop(self, validation: dict) -> float:
+        if self.measure == "agreement":
+            return round(100 * (1 - validation["agreement"]), 4)
+        return validation_drop(validation)
+
+    def key(self) -> float | list:
+        """For the stage keys: a --max-drop budget keys as the bare number, as before --min-agreement existed."""
+        return self.points if self.measure == "top1" else ["min_agreement", 100 - self.points]
 
 
 def drop_points(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> float:
@@ -37,7 +89,7 @@ def validation_drop(validation: dict) -> float:
 
 
 def search(build: Callable[[list[str]], float], ranking: list[str], budget: float,
-           start: list[str] | None = None) -> dict:
+           start: list[str] | None = None, measure: str = "top1") -> dict:
     """`build(float_layers)` makes the artifact with those layers in float and returns its drop in points.
     The artifact left behind is the last one built."""
     kept = list(start or [])
@@ -48,8 +100,8 @@ def search(build: Callable[[list[str]], float], ranking: list[str], budget: floa
         kept.append(candidates.pop(0))
         drop = build(kept)
         steps.append({"float_layers": list(kept), "drop_points": drop})
-    return {"budget_points": budget, "met": drop <= budget, "float_layers": kept, "drop_points": drop,
-            "initial_drop_points": steps[0]["drop_points"], "steps": steps}
+    return {"budget_points": budget, "measure": measure, "met": drop <= budget, "float_layers": kept,
+            "drop_points": drop, "initial_drop_points": steps[0]["drop_points"], "steps": steps}
 
 
 def recovery_first(attempt: Callable[[str], float | None], methods, budget: float, drop: float, log=print) -> dict:
@@ -73,13 +125,15 @@ def recovery_first(attempt: Callable[[str], float | None], methods, budget: floa
 
 def describe(name: str, result: dict) -> str:
     """The log line: met, or a warning that says what to try."""
-    n, drop, budget = len(result["float_layers"]), result["drop_points"], result["budget_points"]
+    n, drop = len(result["float_layers"]), result["drop_points"]
+    budget = Budget(result["budget_points"], result.get("measure", "top1"))
+    what = "disagreement" if budget.measure == "agreement" else "drop"
     chosen = (result.get("recovery") or {}).get("chosen")
     if result["met"] and chosen and not n:
-        return (f"{name}: drop {drop:.2f} pts within --max-drop {budget:g} with every layer in int8, by {chosen} "
+        return (f"{name}: {what} {drop:.2f} pts within {budget.flag} with every layer in int8, by {chosen} "
                 f"(int8 alone: {result['recovery']['initial_drop_points']:.2f} pts)")
     if result["met"]:
-        return (f"{name}: drop {drop:.2f} pts within --max-drop {budget:g} with {n} layer(s) kept in float"
+        return (f"{name}: {what} {drop:.2f} pts within {budget.flag} with {n} layer(s) kept in float"
                 + (f" (int8 alone: {result['initial_drop_points']:.2f} pts)" if n else ""))
-    return (f"  warning: {name}: drop {drop:.2f} pts exceeds --max-drop {budget:g} even with {n} layer(s) in float; "
+    return (f"  warning: {name}: {what} {drop:.2f} pts exceeds {budget.flag} even with {n} layer(s) in float; "
             "artifacts written anyway: try --method auto, more calibration images, or a larger budget")

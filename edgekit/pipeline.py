@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from . import outputs, stage_keys
+from . import fallback, outputs, stage_keys
 from .model import sha256_of
 from .recipe import Recipe, load_recipe
 from .workspace import Workspace
@@ -100,26 +100,30 @@ class _Run:
         q = r.quantize
         qkey = None if model_path is None else stage_keys.quantize_key(
             sha256_of(Path(model_path)), calib, eval_, self.inputs.identity(), q.method, r.data.calib_size,
-            r.data.seed, q.max_drop, r.resolve(r.data.labels), r.resolve(r.data.classes), q.task,
+            r.data.seed, budget_key(q.max_drop, q.min_agreement), r.resolve(r.data.labels), r.resolve(r.data.classes), q.task,
             outputs.parse_overrides(q.outputs))
         self.decide("quantize", qkey, manifest().get("stages", {}).get("quantize", {}).get("inputs_key"),
                     lambda: edgekit.quantize(model_path, calib, eval=eval_, labels=r.resolve(r.data.labels),
                                              classes=r.resolve(r.data.classes), workdir=ws.root, inputs=self.inputs,
                                              method=q.method, calib_size=r.data.calib_size, seed=r.data.seed,
-                                             batch=q.batch, threads=q.threads, max_drop=q.max_drop, strict=q.strict,
+                                             batch=q.batch, threads=q.threads, max_drop=q.max_drop,
+                                             min_agreement=q.min_agreement, strict=q.strict,
                                              task=q.task, output_roles=q.outputs,
                                              force=self.force,
                                              log=self.log))
         c, b = r.compile, r.bench
         gates = asdict(b.gates)
+        if gates["min_agreement"] is None:  # as bench keys it: only when asked
+            del gates["min_agreement"]
         for name in self._targets(c.targets):
             ckey = None if qkey is None else stage_keys.compile_key(qkey, name, c.device, c.batch, c.openvino_source,
-                                                                    c.max_drop)
+                                                                    budget_key(c.max_drop, c.min_agreement))
             compiled = manifest().get("targets", {}).get(name, {})
             self.decide(f"compile {name}", ckey, compiled.get("inputs_key"),
                         lambda n=name: edgekit.compile(n, workdir=ws.root, device=c.device, threads=c.threads,
                                                        batch=c.batch, openvino_source=c.openvino_source,
-                                                       max_drop=c.max_drop, log=self.log))
+                                                       max_drop=c.max_drop, min_agreement=c.min_agreement,
+                                                       log=self.log))
             bkey = None if ckey is None else stage_keys.bench_key(ckey, r.resolve(b.eval), b.batch, b.runs, b.warmup,
                                                                   b.warmup_seconds, gates,
                                                                   f"emulate:{b.emulate}:{b.emulate_images}"
@@ -134,6 +138,7 @@ class _Run:
                                                      warmup_seconds=b.warmup_seconds, max_drop=b.gates.max_drop,
                                                      max_latency_ms=b.gates.max_latency_ms,
                                                      min_speedup=b.gates.min_speedup, min_sqnr=b.gates.min_sqnr,
+                                                     min_agreement=b.gates.min_agreement,
                                                      strict_timing=b.strict_timing, remote=b.remote,
                                                      emulate=b.emulate, emulate_images=b.emulate_images,
                                                      ssh_key=r.resolve(b.ssh_key), remote_python=b.remote_python,
@@ -177,3 +182,9 @@ def distill_key_options(d) -> dict:
     if any(v is not None for v in latency.values()):
         return {**options, **latency}
     return {**options, "student": options["student"] or STUDENT}
+
+
+def budget_key(max_drop, min_agreement):
+    """The accuracy budget as quantize and compile key it (fallback.Budget); None without one."""
+    budget = fallback.Budget.from_options(max_drop, min_agreement)
+    return budget and budget.key()

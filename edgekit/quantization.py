@@ -68,6 +68,7 @@ def quantize(
     batch: int = EVAL_BATCH,
     threads: int = 0,
     max_drop: float | None = None,
+    min_agreement: float | None = None,
     task: str | None = None,
     output_roles: dict[str, str] | list[str] | None = None,
     strict: bool = False,
@@ -89,6 +90,8 @@ def quantize(
     calib_size: calibration images used (sampled with `seed`). batch/threads: evaluation batch, ONNX Runtime threads.
     max_drop: accuracy budget in top-1 points; when int8 misses it, the recovery methods are tried first (every layer
         int8), then the most sensitive layers stay in float until the drop fits (needs a class-logits output).
+    min_agreement: the other budget (one of the two): int8's top-1 must equal fp32's on at least this percentage of
+        the eval images, labels or not; met the same way (fallback.Budget).
     task: "classify", "segment", "detect" or "features": what the outputs are, where their shapes do not say
         (outputs.py); output_roles: {output name: role} (or ["NAME=ROLE", ...]) for single outputs, winning over both.
     strict: an fp32 top-1 about chance on labelled eval images (preprocessing or labels wrong) is an error, not a
@@ -102,21 +105,21 @@ def quantize(
     overrides = outputs.parse_overrides(output_roles)
     if task is not None and task not in outputs.TASKS:
         raise EdgekitError(f"unknown --task {task!r}", f"use one of: {', '.join(outputs.TASKS)}")
-    if max_drop is not None and max_drop < 0:
-        raise EdgekitError(f"--max-drop must be 0 or more points, got {max_drop}", "e.g. --max-drop 0.5")
+    budget = fallback.Budget.from_options(max_drop, min_agreement)
     ws = Workspace(workdir)
     ws.read_manifest()  # refuse a foreign/hand-edited workspace before doing any work
     with ws.writing(create=True, force=force):
-        return _quantize(ws, model, calib, eval, (labels, classes), inputs, opts, max_drop, (task, overrides), strict,
+        return _quantize(ws, model, calib, eval, (labels, classes), inputs, opts, budget, (task, overrides), strict,
                          log)
 
 
 def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: ModelInputs,  # noqa: A002
-              opts: QuantizeOptions, max_drop, roles: tuple, strict: bool, log) -> dict:
+              opts: QuantizeOptions, budget: "fallback.Budget | None", roles: tuple, strict: bool, log) -> dict:
     seed, threads = opts.seed, opts.threads
     loaded = load_model(model, arch=inputs.arch, trust_pickle=inputs.trust_pickle)
     inputs_key = stage_keys.quantize_key(sha256_of(loaded.path), calib, eval, inputs.identity(), opts.method,
-                                         opts.calib_size, seed, max_drop, *label_files, *roles)  # task, overrides
+                                         opts.calib_size, seed, budget and budget.key(),
+                                         *label_files, *roles)  # task, overrides
     calib_set = open_images(calib, "calibration")
     if eval is None and any(label_files):
         raise EdgekitError("--labels/--classes label the --eval images, and there is no --eval",
@@ -154,9 +157,10 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
             check_labels(eval_set, num_classes)
         elif eval_set.labels is not None:
             log("  note: the eval labels are not used: the model has no class-logits output (see --task, --output)")
-        if max_drop is not None and num_classes is None:
-            raise EdgekitError("--max-drop is a top-1 budget and the model has no class-logits output",
-                               "drop --max-drop and gate fidelity with `edgekit bench --min-sqnr DB`, or mark the "
+        if budget is not None and num_classes is None:
+            flag = budget.flag.split()[0]
+            raise EdgekitError(f"{flag} is a top-1 budget and the model has no class-logits output",
+                               f"drop {flag} and gate fidelity with `edgekit bench --min-sqnr DB`, or mark the "
                                "logits: --output NAME=logits")
 
         auto, rec, adjusted = None, None, stage.path(recovery.ADJUSTED_ONNX)
@@ -189,9 +193,9 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
         if chance:
             log(f"  WARNING: {chance}")
         recovered = None
-        if max_drop is not None and rec is None:  # recovery first: every layer stays int8 if it meets the budget
+        if budget is not None and rec is None:  # recovery first: every layer stays int8 if it meets the budget
             recovered = recovery_fallback(fp32_path, adjusted, int8_path, calib_set, logits, layout, labels,
-                                          eval_set, pre, opts, range_method, max_drop, log)
+                                          eval_set, pre, opts, range_method, budget, log)
             if recovered["chosen"]:
                 src, cal, rec = adjusted, recovered.pop("calibration"), recovered.pop("record")
                 bias_corrected = recovered.pop("bias_corrected")
@@ -200,9 +204,8 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
             src, sens_x, lambda s, out, nodes: quantize_qdq(s, out, cal, nodes_to_quantize=nodes), threads)
         log(sensitivity.describe(sens))
         fb = None
-        if max_drop is not None:
-            fb = fallback_search(src, int8_path, cal, logits, layout, labels, eval_set, pre, opts, sens,
-                                 max_drop)
+        if budget is not None:
+            fb = fallback_search(src, int8_path, cal, logits, layout, labels, eval_set, pre, opts, sens, budget)
             fb["recovery"] = recovered
             log(fallback.describe("int8", fb))
         report = build_report(loaded, pre, cal, check, logits, layout, labels, eval_set, eval_label,
@@ -250,7 +253,9 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
                 "float_layers": fb["float_layers"] if fb else [],
             },
             {"options": {"method": opts.method, "calib_size": opts.calib_size, "seed": seed, "arch": inputs.arch,
-                         "max_drop": max_drop, "task": roles[0], "output_roles": roles[1] or None},
+                         "max_drop": budget.points if budget and budget.measure == "top1" else None,
+                         **({"min_agreement": 100 - budget.points} if budget and budget.measure == "agreement" else {}),
+                         "task": roles[0], "output_roles": roles[1] or None},
              "inputs_key": inputs_key},
             restart=True,
         )
@@ -260,13 +265,14 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
 
 
 def recovery_fallback(fp32_path: Path, adjusted: Path, int8_path: Path, calib_set: ImageSet, logits, layout, labels,
-                      eval_set: ImageSet, pre, opts: QuantizeOptions, range_method: str, max_drop: float, log) -> dict:
-    """--max-drop missed by plain int8: try the recovery methods (recovery.FALLBACK_METHODS, AdaRound within
+                      eval_set: ImageSet, pre, opts: QuantizeOptions, range_method: str, budget: fallback.Budget,
+                      log) -> dict:
+    """The budget (--max-drop / --min-agreement) missed by plain int8: try the recovery methods (recovery.FALLBACK_METHODS, AdaRound within
     recovery.ADAROUND_BUDGET_S) before keeping any layer in float. The best one's adjusted graph, int8 model and
     logits are left in place ("chosen"; its calibration, record and bias-corrected count ride along)."""
     primary = layout.primary
-    drop = fallback.drop_points(primary(logits["int8"]), primary(logits["fp32"]), labels)
-    if drop <= max_drop:
+    drop = budget.drop(primary(logits["int8"]), primary(logits["fp32"]), labels)
+    if drop <= budget.points:
         return {"initial_drop_points": drop, "tried": [], "chosen": None, "drop_points": drop, "met": True}
     built: dict[str, tuple] = {}
     work = adjusted.parent
@@ -281,9 +287,9 @@ def recovery_fallback(fp32_path: Path, adjusted: Path, int8_path: Path, calib_se
         y = run_models({"int8": OrtModel(out, opts.threads)}, eval_set, pre, opts.batch,
                        f"evaluating int8 after {method}")["int8"]
         built[method] = (src, out, cal, record, corrected, y)
-        return fallback.drop_points(primary(y), primary(logits["fp32"]), labels)
+        return budget.drop(primary(y), primary(logits["fp32"]), labels)
 
-    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, max_drop, drop, log)
+    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, budget.points, drop, log)
     if result["chosen"]:
         src, out, cal, record, corrected, y = built[result["chosen"]]
         src.replace(adjusted)
@@ -297,7 +303,8 @@ def recovery_fallback(fp32_path: Path, adjusted: Path, int8_path: Path, calib_se
 
 
 def fallback_search(fp32_path: Path, int8_path: Path, cal: Calibration, logits: dict[str, np.ndarray], layout,
-                    labels, eval_set: ImageSet, pre, opts: QuantizeOptions, sens: list[dict], max_drop: float) -> dict:
+                    labels, eval_set: ImageSet, pre, opts: QuantizeOptions, sens: list[dict],
+                    budget: fallback.Budget) -> dict:
     """Rebuild model.int8.onnx with the most sensitive layers excluded until the drop fits; logits["int8"] ends
     up the final model's."""
 
@@ -306,9 +313,9 @@ def fallback_search(fp32_path: Path, int8_path: Path, cal: Calibration, logits: 
             quantize_qdq(fp32_path, int8_path, cal, float_layers)
             logits["int8"] = run_models({"int8": OrtModel(int8_path, opts.threads)}, eval_set, pre, opts.batch,
                                         f"evaluating int8, {len(float_layers)} layer(s) in float")["int8"]
-        return fallback.drop_points(layout.primary(logits["int8"]), layout.primary(logits["fp32"]), labels)
+        return budget.drop(layout.primary(logits["int8"]), layout.primary(logits["fp32"]), labels)
 
-    return fallback.search(build, [r["node"] for r in sens], max_drop)
+    return fallback.search(build, [r["node"] for r in sens], budget.points, measure=budget.measure)
 
 
 def build_report(loaded, pre, cal: Calibration, check, logits: dict[str, np.ndarray], layout, labels,

@@ -76,6 +76,7 @@ class QuantizeSpec:
     batch: int = 64
     threads: int = 0
     max_drop: float | None = None  # accuracy budget: sensitive layers stay in float until the drop fits
+    min_agreement: float | None = None  # or this one: % of eval images where int8's top-1 is fp32's
     strict: bool = False  # an fp32 top-1 about chance on labelled eval images is an error, not a warning
     task: str | None = None  # classify | segment | detect | features: what the outputs are (default: their shapes)
     outputs: list[str] | None = None  # ["NAME=ROLE", ...]: one output's role, winning over task
@@ -89,6 +90,7 @@ class CompileSpec:
     threads: int = 0
     openvino_source: str | None = None
     max_drop: float | None = None  # the same budget, met per target in its own mechanism
+    min_agreement: float | None = None
 
 
 @dataclass
@@ -97,6 +99,7 @@ class GatesSpec:
     max_latency_ms: float | None = None
     min_speedup: float | None = None
     min_sqnr: float | None = None  # dB: every output's SQNR against the fp32 reference's
+    min_agreement: float | None = None  # %: int8's top-1 is fp32's on at least this share of the eval images
 
 
 @dataclass

@@ -94,6 +94,21 @@ def test_failed_gate_exits_1_and_says_which(compiled):
     assert "gates failed for arm" in result.stderr
 
 
+def test_min_agreement_gate_is_the_share_of_images_where_int8_answers_as_fp32(compiled):
+    """--min-agreement gates on agreement with the fp32 reference (labels or not): passed at the measured value,
+    failed just above it, exit 1 naming the gate."""
+    result = invoke("bench", "--target", "arm", "--workdir", compiled, "--json", *FAST)
+    measured = 100 * json.loads(result.stdout)["arm"]["accuracy"]["agreement"]
+    assert 90 <= measured < 100, "the trained tiny model's int8 disagrees with fp32 on a few images"
+    at = invoke("bench", "--target", "arm", "--workdir", compiled, "--min-agreement", measured, "--json", *FAST)
+    assert at.exit_code == 0, at.output
+    assert json.loads(at.stdout)["arm"]["gates"] == [{"name": "min_agreement_pct", "limit": measured,
+                                                       "value": pytest.approx(measured), "status": "passed",
+                                                       "passed": True}]
+    above = invoke("bench", "--target", "arm", "--workdir", compiled, "--min-agreement", min(measured + 0.01, 100), *FAST)
+    assert above.exit_code == 1 and "failed: min_agreement_pct" in above.stdout
+
+
 def test_latency_gate_on_emulated_target_is_not_checked(compiled):
     """Jetson without TensorRT has no latency: its latency gate is "not checked" (shown, neither pass nor failure),
     and the exit code is left to the gates that can be measured."""
@@ -123,6 +138,7 @@ def test_bench_reuses_compile_outputs_only_for_the_same_images(compiled):
     (["--runs", "0"], "--runs must be at least 1"),
     (["--max-drop", "-1"], "--max-drop must not be negative"),
     (["--min-speedup", "-2"], "--min-speedup must not be negative"),
+    (["--min-agreement", "101"], "--min-agreement is a percentage above 0 and at most 100"),
     (["--target", "armm"], "did you mean 'arm'"),
 ])
 def test_bad_input(args, needle, compiled):

@@ -120,6 +120,44 @@ def test_quantize_fallback_meets_the_budget(tmp_path, outlier_model, calib_small
         assert info["details"]["conformance"]["violations"] == [], name
 
 
+def test_min_agreement_is_met_on_disagreement_with_fp32(tmp_path, outlier_model, calib_small):
+    """--min-agreement: the same fallback, measured as disagreement with fp32 whatever the labels say; quantize's
+    float layers carry to compile, which checks the budget again on the target's own artifact."""
+    model, eval_npz = outlier_model
+    ws = tmp_path / "ws"
+    result = invoke(*quantize_args(model, calib_small, eval_npz, ws, "--min-agreement", 100 - BUDGET))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    fb = report["fallback"]
+    assert fb["measure"] == "agreement" and fb["budget_points"] == BUDGET and fb["met"]
+    assert fb["initial_drop_points"] > 2 and 1 <= len(fb["float_layers"]) < 6
+    # The measure is the int8 model's disagreement with fp32 on the eval images, not its top-1 drop.
+    assert fb["drop_points"] == pytest.approx(100 * (1 - report["int8"]["agreement"]))
+    assert report["int8"]["agreement"] >= 1 - BUDGET / 100
+    assert f"within --min-agreement {100 - BUDGET:g}" in result.stderr
+    manifest = json.loads((ws / "manifest.json").read_text())
+    assert manifest["stages"]["quantize"]["options"]["min_agreement"] == 100 - BUDGET
+    result = invoke("compile", "--target", "arm", "--workdir", ws, "--min-agreement", 100 - BUDGET, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)["arm"]
+    assert info["details"]["fallback"]["measure"] == "agreement" and info["details"]["fallback"]["met"]
+    assert info["validation"]["agreement"] >= 1 - BUDGET / 100
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--max-drop", "0.5", "--min-agreement", "99"], "--max-drop and --min-agreement are two budgets"),
+    (["--min-agreement", "0"], "--min-agreement is a percentage above 0 and at most 100"),
+    (["--min-agreement", "100.5"], "--min-agreement is a percentage above 0 and at most 100"),
+])
+def test_budget_bad_input(args, needle, tmp_path, outlier_model, calib_small):
+    model, eval_npz = outlier_model
+    result = invoke(*quantize_args(model, calib_small, eval_npz, tmp_path / "ws", *args))
+    assert result.exit_code == 2 and needle in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "ws").exists(), "refused before any work"
+    compiled = invoke("compile", "--workdir", tmp_path / "ws", *args)
+    assert compiled.exit_code == 2 and needle in compiled.stderr
+
+
 @pytest.fixture(scope="module")
 def compiled_with_budget(tmp_path_factory, plain_workspace):
     ws = tmp_path_factory.mktemp("compiled") / "ws"
