@@ -87,6 +87,7 @@ class Case:
     options: dict
     eval_note: str
     labels: str | None = None  # --labels for the eval images (imagenet-sample's labels.json)
+    budget: dict = field(default_factory=dict)  # edgekit's accuracy budget, e.g. {"min_agreement": 99.0}
 
 
 @dataclass
@@ -130,6 +131,7 @@ def cases(args) -> tuple[list[Case], list[str]]:
 def efficientnet_case(variant: str, args, notes: list[str]) -> Case:
     from efficientnet_lite import VARIANTS, prepare
 
+    budget = {} if args.edgekit_min_agreement is None else {"min_agreement": args.edgekit_min_agreement}
     paths = prepare(args.workdir / "efficientnet", variant)  # one crop set for both variants, drawn once
     size = VARIANTS[variant][0]
     title = f"EfficientNet-{variant.capitalize()}, {size} px (ImageNet weights)"
@@ -137,10 +139,10 @@ def efficientnet_case(variant: str, args, notes: list[str]) -> Case:
     if sample and (sample / "labels.json").is_file():
         return Case(variant, title, paths["model"], str(paths["calib"]), str(sample), paths["preprocess"],
                     f"top-1 on labelled ImageNet photos ({sample.name}/ with its labels.json as it is)",
-                    labels=str(sample / "labels.json"))
+                    labels=str(sample / "labels.json"), budget=budget)
     notes.append(f"{variant}: no labelled ImageNet sample at {sample} (--imagenet-sample): agreement on crops only")
     return Case(variant, title, paths["model"], str(paths["calib"]), str(paths["eval"]), paths["preprocess"],
-                "top-1 agreement with PyTorch fp32 on real-photo crops (no labelled ImageNet here)")
+                "top-1 agreement with PyTorch fp32 on real-photo crops (no labelled ImageNet here)", budget=budget)
 
 
 def default_imagenet_sample() -> Path | None:
@@ -157,18 +159,37 @@ def default_imagenet_sample() -> Path | None:
 def edgekit_workspace(case: Case, root: Path, threads: int, reuse: bool) -> Path:
     """`edgekit quantize` + `edgekit compile --target openvino,arm,jetson` through the Python API."""
     ws = root / f"ws-{case.key}"
-    if reuse and (ws / "targets/openvino/compile.json").is_file():
+    if reuse and (ws / "targets/openvino/compile.json").is_file() and built_with(ws) == case.budget:
         print(f"[{case.key}] reusing {ws}")
         return ws
     shutil.rmtree(ws, ignore_errors=True)
     print(f"[{case.key}] edgekit quantize {case.model.name} (calibration {case.calib}, eval {case.eval})")
     t0 = time.perf_counter()
     edgekit.quantize(case.model, case.calib, eval=case.eval, labels=case.labels, workdir=ws, threads=threads,
-                     log=_indent, inputs=edgekit.ModelInputs(**case.options))
-    print(f"[{case.key}] edgekit compile --target openvino,arm,jetson")
-    edgekit.compile("openvino,arm,jetson", workdir=ws, threads=threads, log=_indent)
+                     log=_indent, inputs=edgekit.ModelInputs(**case.options), **case.budget)
+    print(f"[{case.key}] edgekit compile --target openvino,arm,jetson {budget_flags(case.budget)}")
+    edgekit.compile("openvino,arm,jetson", workdir=ws, threads=threads, log=_indent, **case.budget)
     print(f"[{case.key}] edgekit done in {time.perf_counter() - t0:.0f} s")
     return ws
+
+
+def budget_flags(budget: dict) -> str:
+    return " ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in budget.items())
+
+
+def built_with(ws: Path) -> dict:
+    """The accuracy budget a workspace was quantized with, as Case.budget spells it."""
+    options = json.loads((ws / "manifest.json").read_text())["stages"]["quantize"]["options"]
+    return {k: options[k] for k in ("max_drop", "min_agreement") if options.get(k) is not None}
+
+
+def fallback_note(ws: Path, target: str) -> str:
+    """What edgekit's budget did on this target's artifact: nothing, or the layers it kept in float."""
+    fb = json.loads((ws / "targets" / target / "compile.json").read_text())["details"].get("fallback")
+    if not fb:
+        return ""
+    flag = budget_flags(built_with(ws))
+    return f"; {flag}: {len(fb['float_layers'])} layer(s) in float" + ("" if fb["met"] else ", NOT met")
 
 
 def _indent(msg: str) -> None:
@@ -189,16 +210,18 @@ def edgekit_rows(ws: Path, threads: int) -> list[Row]:
                     ir_size(fp32_ir), config="edgekit's fp32 reference IR, activations rewritten for the plugin",
                     note="not a goal row: shows how much of edgekit's lead is the graph rewrite, not int8"))
     rows.append(Row("edgekit openvino int8", ov.runner(ws / "targets/openvino", "int8", threads),
-                    target_size(ws, "openvino"), config="edgekit's runner (PERFORMANCE_HINT=LATENCY, precision f32)"))
+                    target_size(ws, "openvino"),
+                    config="edgekit's runner (PERFORMANCE_HINT=LATENCY, precision f32)" + fallback_note(ws, "openvino")))
     arm = get_target("arm")
     rows.append(Row("edgekit arm int8 (HOST PROXY)", arm.runner(ws / "targets/arm", "int8", threads),
                     target_size(ws, "arm"), label="host proxy",
-                    config="x86 ONNX Runtime CPU EP", note="ARM artifact timed on x86: not ARM latency, not gated"))
+                    config="x86 ONNX Runtime CPU EP" + fallback_note(ws, "arm"),
+                    note="ARM artifact timed on x86: not ARM latency, not gated"))
     jetson = get_target("jetson")
     run = jetson.runner(ws / "targets/jetson", "int8", threads)
     emulated = getattr(run, "emulated", False)
     rows.append(Row("edgekit jetson numerics" + (" (emulated)" if emulated else ""), run, target_size(ws, "jetson"),
-                    timed=not emulated, label="emulated" if emulated else "",
+                    timed=not emulated, label="emulated" if emulated else "", config=fallback_note(ws, "jetson")[2:],
                     note="TensorRT Q/DQ graph run by ONNX Runtime: accuracy only" if emulated else ""))
     rows.extend(tflite_rows(ws, threads))
     return rows
@@ -224,7 +247,8 @@ def tflite_rows(ws: Path, threads: int) -> list[Row]:
     return [Row(TFLITE_FP32, arm.runner(folder, "tflite_fp32", threads), (folder / files["tflite_fp32"]).stat().st_size,
                 **proxy),
             Row(TFLITE_INT8, arm.runner(folder, "tflite_int8", threads), (folder / files["tflite_int8"]).stat().st_size,
-                **proxy)]
+                **{**proxy, "config": proxy["config"] + fallback_note(ws, "arm").replace("float", "float (the arm "
+                                                                                            "target's)")})]
 
 
 # ------------------------------------------------------------------------------------------------ plain tools
@@ -497,6 +521,9 @@ def main() -> None:
     ap.add_argument("--aimet-python", type=Path, default=None,
                     help="a Python with aimet-onnx for the AIMET row (aimet pins its own torch); none: row skipped")
     ap.add_argument("--adaround-iterations", type=int, default=300, help="AdaRound steps per layer for the AIMET row")
+    ap.add_argument("--edgekit-min-agreement", type=float, default=None, metavar="PCT",
+                    help="the EfficientNets' edgekit quantize and compile get --min-agreement PCT (their fidelity "
+                         "goal); default: no budget")
     args = ap.parse_args()
 
     from results_report import write_results
