@@ -169,9 +169,9 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
 
 def _recover(ws: Workspace, name: str, tmp: Path, calib_set, pre, source: dict, build, float_layers,
              budget_points: float, drop: float, log) -> dict:
-    """compile's budget (--max-drop / --min-agreement) missed on a workspace quantize ran no recovery on: each recovery method's adjusted graph
-    (recalibrated with the workspace's range method) is built and checked on this target before any layer is kept in
-    float; `source` is left pointing at the best one (empty when none helped)."""
+    """compile's budget (--max-drop / --min-agreement) missed on a workspace quantize ran no recovery on: each
+    recovery method's adjusted graph (recalibrated with the workspace's range method) is built and checked on this
+    target before any layer is kept in float; `source` is left pointing at the best one (empty when none helped)."""
     from .calibration import Calibration
 
     fp32 = ws.path("model.fp32.onnx")

@@ -7,17 +7,18 @@ Two budgets, one measure each (Budget), both in points lost against the fp32 ref
 - `--min-agreement PCT`: disagreement always, labels or not, at most 100 - PCT points: how often int8's top-1 is not
   fp32's. The fidelity budget for users who ship the int8 model as a stand-in for the fp32 one (its answers, not
   only its accuracy, must match), and the one that sees regressions a top-1 average hides (as many images newly
-  right as newly wrong). The search is greedy along the sensitivity
-ranking, one layer at a time, and each target runs it with its own build (its own way of leaving a layer
-in float) and its own runtime, so the budget is checked on the artifact that ships.
+  right as newly wrong).
+
+The search is greedy along the sensitivity ranking, one layer at a time, and each target runs it with its own build
+(its own way of leaving a layer in float) and its own runtime, so the budget is checked on the artifact that ships.
 
 Before any layer is kept in float, the accuracy-recovery methods (recovery.py: cross-layer equalization, then
 AdaRound where aimet-onnx is installed) are tried in turn on an adjusted copy of the graph, every layer still int8
 (`recovery_first`); the float search then starts from the best of them.
 
 Not meeting the budget is not an error: the artifacts are still written (the last attempt, with the most
-layers in float) and the result says `"met": false`; the CLI prints a warning, and `bench --max-drop` is the
-gate that fails.
+layers in float) and the result says `"met": false`; the CLI prints a warning, and `bench --max-drop` /
+`--min-agreement` is the gate that fails.
 """
 
 from __future__ import annotations
