@@ -35,8 +35,9 @@ Paired McNemar tests compare every edgekit artifact with every other int8 row on
 
 Threads: 2 everywhere (torch.set_num_threads, ORT intra_op_num_threads, OpenVINO INFERENCE_NUM_THREADS).
 
-    python benchmarks/compare_runtimes.py --aimet-python /path/to/aimet-venv/bin/python
-        # all four models -> benchmarks/RESULTS.md, results.png/json
+    python benchmarks/compare_runtimes.py --aimet-python /path/to/aimet-venv/bin/python --edgekit-min-agreement 99
+        # all four models -> benchmarks/RESULTS.md, results.png/json; the EfficientNets' edgekit artifacts with the
+        # fidelity budget (`edgekit quantize/compile --min-agreement 99`)
 """
 
 from __future__ import annotations

@@ -122,14 +122,15 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
             build(float_layers)
         else:
             with tempfile.TemporaryDirectory(prefix="edgekit-recovery-") as tmp:
-                recovered = None
+                recovered, drop = None, None
                 if not manifest.get("recovery"):  # quantize ran none: recovery first, every layer still int8
                     drop = build(float_layers)
                     if drop > budget.points:
                         recovered = _recover(ws, tgt.name, Path(tmp), calib_set, pre, source, build, float_layers,
                                              budget.points, drop, log)
+                        drop = None  # the folder now holds a recovery attempt: the search builds again
                 fb = fallback.search(build, sensitivity_ranking(ws), budget.points, start=float_layers,
-                                     measure=budget.measure)
+                                     measure=budget.measure, start_drop=drop)
                 fb["recovery"] = recovered
             log(fallback.describe(tgt.name, fb))
         seconds = time.perf_counter() - t0

@@ -90,11 +90,12 @@ def validation_drop(validation: dict) -> float:
 
 
 def search(build: Callable[[list[str]], float], ranking: list[str], budget: float,
-           start: list[str] | None = None, measure: str = "top1") -> dict:
+           start: list[str] | None = None, measure: str = "top1", start_drop: float | None = None) -> dict:
     """`build(float_layers)` makes the artifact with those layers in float and returns its drop in points.
-    The artifact left behind is the last one built."""
+    The artifact left behind is the last one built. `start_drop`: the drop of the artifact already built with the
+    `start` layers, which is then not built again."""
     kept = list(start or [])
-    drop = build(kept)
+    drop = build(kept) if start_drop is None else start_drop
     steps = [{"float_layers": list(kept), "drop_points": drop}]
     candidates = [n for n in ranking if n not in kept]
     while drop > budget and candidates:

@@ -144,6 +144,24 @@ def test_min_agreement_is_met_on_disagreement_with_fp32(tmp_path, outlier_model,
     assert info["validation"]["agreement"] >= 1 - BUDGET / 100
 
 
+def test_search_does_not_rebuild_the_artifact_it_was_handed():
+    """compile hands the search the drop of what it already built and checked: met, nothing is built again;
+    missed, the search builds only with more layers in float."""
+    from edgekit import fallback
+
+    built = []
+
+    def build(layers):
+        built.append(list(layers))
+        return 2.0 - len(layers)
+
+    met = fallback.search(build, ["a", "b", "c"], 1.0, start=["a"], start_drop=0.8, measure="agreement")
+    assert built == [] and met["met"] and met["float_layers"] == ["a"] and met["measure"] == "agreement"
+    missed = fallback.search(build, ["a", "b", "c"], 0.0, start=["a"], start_drop=1.0)
+    assert built == [["a", "b"]] and missed["met"] and missed["float_layers"] == ["a", "b"]
+    assert [s["drop_points"] for s in missed["steps"]] == [1.0, 0.0]
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--max-drop", "0.5", "--min-agreement", "99"], "--max-drop and --min-agreement are two budgets"),
     (["--min-agreement", "0"], "--min-agreement is a percentage above 0 and at most 100"),

@@ -42,7 +42,7 @@ class ArmTarget:
     install = "pip install onnxruntime"
     cpu_bound = True
     native_machines = ARM_MACHINES  # elsewhere its timings are a host proxy: x86 kernels, not ARM's
-    not_int8_hint = "ONNX Runtime runs them in fp32: layers kept in float (--max-drop) or without Q/DQ on both sides"
+    not_int8_hint = "ONNX Runtime runs them in fp32: layers kept in float (--max-drop, --min-agreement) or without Q/DQ on both sides"
 
     def available(self) -> str | None:
         try:

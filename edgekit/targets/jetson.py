@@ -47,7 +47,7 @@ class JetsonTarget:
     install = "TensorRT ships with JetPack on the Jetson; elsewhere pip install tensorrt from NVIDIA's index"
     cpu_bound = False
     native_machines = ()  # on device only when TensorRT runs it, which the runner's `emulated` says
-    not_int8_hint = "TensorRT runs them in fp16: layers kept in float (--max-drop) or without Q/DQ on their inputs"
+    not_int8_hint = "TensorRT runs them in fp16: layers kept in float (--max-drop, --min-agreement) or without Q/DQ on their inputs"
 
     def available(self) -> str | None:
         return None  # the Q/DQ graph and build script need only onnxruntime; see engine_available()

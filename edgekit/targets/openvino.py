@@ -57,7 +57,7 @@ class OpenVINOTarget:
     install = "pip install 'edgekit[openvino]'"
     cpu_bound = True
     native_machines = ()  # wherever OpenVINO runs, its timings are that CPU's own
-    not_int8_hint = "the plugin runs them in fp32: layers kept in float (--max-drop), or no int8 kernel for them"
+    not_int8_hint = "the plugin runs them in fp32: layers kept in float (--max-drop, --min-agreement), or no int8 kernel for them"
 
     def available(self) -> str | None:
         for module in ("openvino", "nncf"):
