@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from .errors import EdgekitError
+from .fallback import Budget
 from .table import points, size
 from .workspace import Workspace, write_text_atomic
 
@@ -238,9 +239,10 @@ def facts(results: list[dict], ctx: dict) -> list[tuple[str, str]]:
     cal = q.get("calibration")
     if cal:
         text += f"; calibration {cal['method']}, {cal['samples']} images"
-    kept = (q.get("fallback") or {}).get("float_layers")
-    if kept:
-        text += f"; {len(kept)} layer(s) kept in float"
+    fb = q.get("fallback") or {}
+    if fb.get("float_layers"):
+        budget = Budget(fb["budget_points"], fb.get("measure", "top1"))
+        text += f"; {len(fb['float_layers'])} layer(s) kept in float for {budget.flag}"
     if q.get("eval"):
         text += f"; eval: {q['eval']['source']}"
     return out + [("Quantize", text)]

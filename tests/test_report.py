@@ -130,6 +130,14 @@ def test_model_eval_and_quantize_result_at_the_top(report):
             assert text.index(needle) < table_at, f"{needle!r} is not above the table"
 
 
+@pytest.mark.parametrize("budget,flag", [({"budget_points": 0.5}, "--max-drop 0.5"),
+                                         ({"budget_points": 1.0, "measure": "agreement"}, "--min-agreement 99")])
+def test_the_report_says_which_budget_kept_layers_in_float(tmp_path, budget, flag):
+    quantize = {**QUANTIZE, "fallback": {**budget, "float_layers": ["node_Conv_1", "node_Conv_2"], "met": True}}
+    md, _ = write_report(make_workspace(tmp_path / "ws", quantize=quantize))
+    assert f"2 layer(s) kept in float for {flag}" in md.read_text()
+
+
 def test_missing_quantize_json_is_said_not_hidden(tmp_path):
     md, _ = write_report(make_workspace(tmp_path / "ws", quantize=None))
     assert "quantize.json not found" in md.read_text()
