@@ -100,8 +100,8 @@ class _Run:
         q = r.quantize
         qkey = None if model_path is None else stage_keys.quantize_key(
             sha256_of(Path(model_path)), calib, eval_, self.inputs.identity(), q.method, r.data.calib_size,
-            r.data.seed, budget_key(q.max_drop, q.min_agreement), r.resolve(r.data.labels), r.resolve(r.data.classes), q.task,
-            outputs.parse_overrides(q.outputs))
+            r.data.seed, budget_key(q.max_drop, q.min_agreement), r.resolve(r.data.labels),
+            r.resolve(r.data.classes), q.task, outputs.parse_overrides(q.outputs))
         self.decide("quantize", qkey, manifest().get("stages", {}).get("quantize", {}).get("inputs_key"),
                     lambda: edgekit.quantize(model_path, calib, eval=eval_, labels=r.resolve(r.data.labels),
                                              classes=r.resolve(r.data.classes), workdir=ws.root, inputs=self.inputs,
