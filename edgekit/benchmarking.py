@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import emulator
-from . import metrics, outputs, preflight, stage_keys, timing_stats
+from . import fallback, metrics, outputs, preflight, stage_keys, timing_stats
 from .board.timing import ACCURACY_BATCH, TIMED_CALL, interleaved_latency, load_between, load_snapshot, summarize
 from .data import ImageSet, Preprocess, open_images
 from .environment import environment
@@ -59,9 +59,8 @@ def check_limits(runs: int, warmup: int, batch: int, max_drop, max_latency_ms, m
                         ("--min-sqnr", min_sqnr)):
         if value is not None and value < 0:
             raise EdgekitError(f"{flag} must not be negative, got {value}", "give a limit of 0 or more")
-    if min_agreement is not None and not 0 < min_agreement <= 100:
-        raise EdgekitError(f"--min-agreement is a percentage above 0 and at most 100, got {min_agreement}",
-                           "e.g. --min-agreement 99")
+    if min_agreement is not None:
+        fallback.check_min_agreement(min_agreement)
 
 
 def bench(target: str = "all", *, workdir: str | Path = "edgekit-out", eval: str | Path | None = None,  # noqa: A002

@@ -89,7 +89,7 @@ def _compile(ws: Workspace, names: list[str], explicit: bool, device: str, threa
 def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, options, threads, budget, log) -> dict:
     layout = OutputLayout.from_list(manifest.get("outputs"), manifest["input"].get("num_classes"))
     if budget is not None and layout.logits is None:
-        flag = budget.flag.split()[0]
+        flag = budget.option
         raise EdgekitError(f"{flag} is a top-1 budget and the model has no class-logits output",
                            f"drop {flag}; gate fidelity with `edgekit bench --min-sqnr DB`")
     with ws.stage(f"compile-{tgt.name}") as stage:

@@ -52,11 +52,13 @@ class Budget:
                 raise EdgekitError(f"--max-drop must be 0 or more points, got {max_drop}", "e.g. --max-drop 0.5")
             return cls(max_drop)
         if min_agreement is not None:
-            if not 0 < min_agreement <= 100:
-                raise EdgekitError(f"--min-agreement is a percentage above 0 and at most 100, got {min_agreement}",
-                                   "e.g. --min-agreement 99")
+            check_min_agreement(min_agreement)
             return cls(round(100.0 - min_agreement, 6), "agreement")
         return None
+
+    @property
+    def option(self) -> str:
+        return "--min-agreement" if self.measure == "agreement" else "--max-drop"
 
     @property
     def flag(self) -> str:
@@ -74,6 +76,13 @@ class Budget:
     def key(self) -> float | list:
         """For the stage keys: a --max-drop budget keys as the bare number, as before --min-agreement existed."""
         return self.points if self.measure == "top1" else ["min_agreement", 100 - self.points]
+
+
+def check_min_agreement(pct: float) -> None:
+    """--min-agreement, as a budget (quantize, compile) or a gate (bench): a percentage of eval images."""
+    if not 0 < pct <= 100:
+        raise EdgekitError(f"--min-agreement is a percentage above 0 and at most 100, got {pct}",
+                           "e.g. --min-agreement 99")
 
 
 def drop_points(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> float:

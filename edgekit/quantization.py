@@ -158,7 +158,7 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
         elif eval_set.labels is not None:
             log("  note: the eval labels are not used: the model has no class-logits output (see --task, --output)")
         if budget is not None and num_classes is None:
-            flag = budget.flag.split()[0]
+            flag = budget.option
             raise EdgekitError(f"{flag} is a top-1 budget and the model has no class-logits output",
                                f"drop {flag} and gate fidelity with `edgekit bench --min-sqnr DB`, or mark the "
                                "logits: --output NAME=logits")
