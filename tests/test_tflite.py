@@ -351,6 +351,42 @@ def test_the_onnx_rebuild_matches_onnx_runtime_on_the_ops_classifiers_use(tmp_pa
         np.testing.assert_allclose(got, OrtModel(onnx_path)(x), atol=1e-5, err_msg=fmt)
 
 
+def test_an_onnx_graph_with_relu6_rebuilds_into_a_tflite(tmp_path):
+    """Clip's min/max are scalar initializers in the ONNX graph (EfficientNet-Lite's ReLU6). The rebuild must read
+    them as numbers while litert-torch traces, or a graph accuracy recovery adjusted (whose only route is the
+    rebuild) gets no .tflite: "RuntimeError: .numpy() is not supported for tensor subclasses"."""
+    _require_extra()
+    import torch
+    from torch import nn
+
+    from edgekit.board.tflite_board import TfliteModel
+    from edgekit.export import export_onnx
+    from edgekit.model import LoadedModel
+    from edgekit.ort_runner import OrtModel
+    from edgekit.targets.onnx_torch import rebuild
+    from edgekit.targets.tflite_export import _convert
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.fc = nn.Conv2d(3, 8, 3), nn.Linear(8, 4)
+
+        def forward(self, x):
+            y = torch.clamp(nn.functional.relu6(self.conv(x)) - 1.0, -0.5, 4.0)
+            return self.fc(y.mean((2, 3)))
+
+    x = np.random.default_rng(0).normal(size=(1, 3, 8, 8)).astype(np.float32) * 3
+    onnx_path = tmp_path / "net.onnx"
+    export_onnx(LoadedModel(Net().eval(), None, "nn_module", tmp_path, "", None, 3), x, onnx_path)
+    import onnx
+
+    clips = [n for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Clip"]
+    assert clips and all(len(n.input) == 3 for n in clips), "the bounds are graph inputs, as in EfficientNet-Lite"
+    _convert(rebuild(onnx_path), x, tmp_path / "net.tflite")
+    np.testing.assert_allclose(TfliteModel(tmp_path / "net.tflite")(x), OrtModel(onnx_path)(x), atol=1e-5)
+
+
 def test_a_graph_no_route_converts_is_reported_with_the_op_that_stops_it(tmp_path):
     """TorchScript cannot be traced, and its ONNX graph holds an op the rebuild does not map: both reasons, and
     the op with its node, end up in the note compile.json keeps."""

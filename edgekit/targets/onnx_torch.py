@@ -54,7 +54,9 @@ class OnnxModule(torch.nn.Module):
         self.static = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         self.buffer_of = {}
         for k, (name, value) in enumerate(self.static.items()):
-            if value.dtype == np.float32:
+            # Scalars stay numbers: ops read them at trace time (Clip's min/max, Pad's value), and a buffer is a
+            # fake tensor with no value while torch.export traces.
+            if value.dtype == np.float32 and value.ndim > 0:
                 self.register_buffer(f"w{k}", torch.from_numpy(value.copy()))
                 self.buffer_of[name] = f"w{k}"
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
