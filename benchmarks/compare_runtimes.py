@@ -311,18 +311,28 @@ AIMET = "AIMET-ONNX CLE + AdaRound, per-channel (simulated)"
 
 def aimet_row(case: Case, ws: Path, calib: ImageSet, eval_set: ImageSet, pre: Preprocess, args) -> Row:
     """benchmarks/aimet_recipe.py in the Python that has aimet-onnx, on the same preprocessed calibration and eval
-    images (written as .npy); accuracy only. Skipped with the reason when no such Python was given."""
+    images (written as .npy); accuracy only. Skipped with the reason when no such Python was given.
+
+    AdaRound takes most of an hour per EfficientNet on 2 cores and does not depend on edgekit's settings, so its
+    logits are kept in --workdir/aimet-cache under a key made of everything they depend on (the fp32 ONNX, the
+    preprocessed calibration and eval arrays, the iterations); with --reuse a run evaluates the cached logits."""
     if not args.aimet_python:
         return Row(AIMET, None, timed=False, note="skipped: pass --aimet-python (a Python with aimet-onnx 2.42, "
                                                   "`pip install 'edgekit[aimet]' torchvision==0.28.0`)")
-    calib_npy, eval_npy, out = ws / "aimet_calib.npy", ws / "aimet_eval.npy", ws / "aimet_logits.npy"
+    calib_npy, eval_npy = ws / "aimet_calib.npy", ws / "aimet_eval.npy"
     np.save(calib_npy, np.stack([calib.load(i, pre) for i in range(len(calib))]))
     np.save(eval_npy, np.stack([eval_set.load(i, pre) for i in range(len(eval_set))]))
-    command = [str(args.aimet_python), str(Path(__file__).resolve().parent / "aimet_recipe.py"),
-               "--model", str(ws / "model.fp32.onnx"), "--calib", str(calib_npy), "--eval", str(eval_npy),
-               "--out", str(out), "--iterations", str(args.adaround_iterations)]
-    print(f"[{case.key}] AIMET-ONNX recipe: CLE + AdaRound ({args.adaround_iterations} iterations/layer)")
-    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    cache = args.workdir / "aimet-cache" / f"{case.key}-{aimet_key(ws / 'model.fp32.onnx', calib_npy, eval_npy, args)}"
+    out = cache / "aimet_logits.npy"
+    if args.reuse and out.is_file() and out.with_suffix(".json").is_file():
+        print(f"[{case.key}] AIMET-ONNX recipe: reusing {cache}")
+    else:
+        cache.mkdir(parents=True, exist_ok=True)
+        command = [str(args.aimet_python), str(Path(__file__).resolve().parent / "aimet_recipe.py"),
+                   "--model", str(ws / "model.fp32.onnx"), "--calib", str(calib_npy), "--eval", str(eval_npy),
+                   "--out", str(out), "--iterations", str(args.adaround_iterations)]
+        print(f"[{case.key}] AIMET-ONNX recipe: CLE + AdaRound ({args.adaround_iterations} iterations/layer)")
+        subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     info = json.loads(out.with_suffix(".json").read_text())
     for f in (calib_npy, eval_npy):
         f.unlink()
@@ -330,6 +340,16 @@ def aimet_row(case: Case, ws: Path, calib: ImageSet, eval_set: ImageSet, pre: Pr
                config=f"aimet-onnx {info['aimet_onnx']}, {info['config_file']}, tf_enhanced, AdaRound "
                       f"{info['iterations']} iterations/layer ({info['seconds']['adaround']:.0f} s)",
                note="aimet's QuantSim session (simulated int8): accuracy only")
+
+
+def aimet_key(fp32: Path, calib_npy: Path, eval_npy: Path, args) -> str:
+    """What the AIMET row's logits depend on, hashed: the model, the exact input arrays, the AdaRound steps."""
+    import hashlib
+
+    h = hashlib.sha256(f"iterations={args.adaround_iterations}".encode())
+    for f in (fp32, calib_npy, eval_npy):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def ov_row(name: str, path: Path, threads: int, precision: str | None, size: int) -> Row:
