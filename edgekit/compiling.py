@@ -25,7 +25,7 @@ from .data import Preprocess
 from .errors import EdgekitError
 from .outputs import OutputLayout
 from .progress import progress
-from .targets import CompileContext, get_target, resolve_targets
+from .targets import ArtifactPair, CompileContext, get_target, resolve_targets
 from .workspace import Workspace, require_quantized, workspace_images, write_json_atomic
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
@@ -108,11 +108,19 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
             with contextlib.redirect_stdout(sys.stderr):
                 built["result"] = tgt.compile(ctx)
             # Validation runs where this machine can: the CPU. --device is recorded for bench on the device itself.
-            built["validation"], built["outputs"] = validate(tgt, out_dir, eval_set, pre, threads,
-                                                             {**options, "device": "CPU"}, layout)
-            # The fallback's measure (top-1 points, or disagreement): only asked for with a class-logits output
-            # (checked above).
-            return budget.validation_drop(built["validation"]) if budget and layout.logits else 0.0
+            local = {**options, "device": "CPU"}
+            built["validation"], built["outputs"] = validate(tgt, out_dir, eval_set, pre, threads, local, layout)
+            # Further artifact pairs (arm's .tflite) are checked on the same images: the budget holds for every
+            # artifact compile writes, not only the main one.
+            variants = {pair.name: validate(tgt, out_dir, eval_set, pre, threads, local, layout, pair)[0]
+                        for pair in tgt.pairs(out_dir)[1:]}
+            if variants:
+                built["validation"]["variants"] = variants
+            # The fallback's measure (top-1 points, or disagreement), of the artifact furthest from its fp32: only
+            # asked for with a class-logits output (checked above).
+            if not (budget and layout.logits):
+                return 0.0
+            return max(budget.validation_drop(v) for v in (built["validation"], *variants.values()))
 
         t0 = time.perf_counter()  # the compile time a user waits for: builds, fallback steps and checks
 
@@ -135,8 +143,8 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
             log(fallback.describe(tgt.name, fb))
         seconds = time.perf_counter() - t0
         result, validation = built["result"], built["validation"]
-        log(f"{tgt.name}: int8 vs fp32 on {validation['images']} eval images ({validation['runtime']}): "
-            + outputs.summary(validation["outputs"]))
+        for label, v in [(tgt.name, validation), *((f"{tgt.name} {k}", v) for k, v in validation.get("variants", {}).items())]:
+            log(f"{label}: int8 vs fp32 on {v['images']} eval images ({v['runtime']}): " + outputs.summary(v["outputs"]))
         info = {
             "target": tgt.name, "status": "ok", "hardware": tgt.hardware, "runtime": tgt.runtime,
             "files": result.files,
@@ -212,13 +220,15 @@ def artifact_size(path: Path) -> int:
 
 
 def validate(tgt, target_dir: Path, eval_set, pre: Preprocess, threads: int,
-             options: dict, layout: OutputLayout) -> tuple[dict, dict[str, np.ndarray]]:
+             options: dict, layout: OutputLayout, pair: ArtifactPair | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Load both artifacts back in the target's runtime and compare them on the eval images:
     (the validation report, {"int8": outputs, "fp32": outputs}). Top-1 and agreement are the class-logits
-    output's (None without one); every output's fidelity is in "outputs"."""
-    int8, fp32 = tgt.runner(target_dir, "int8", threads, options), tgt.runner(target_dir, "fp32", threads, options)
+    output's (None without one); every output's fidelity is in "outputs". `pair`: a further pair the target
+    wrote (arm's .tflite), instead of its main one."""
+    roles = (pair.int8, pair.reference) if pair else ("int8", "fp32")
+    int8, fp32 = (tgt.runner(target_dir, role, threads, options) for role in roles)
     outs: dict[str, list[np.ndarray]] = {"int8": [], "fp32": []}
-    with progress(len(eval_set), f"checking {tgt.name}", "img") as bar:
+    with progress(len(eval_set), f"checking {tgt.name}" + (f" {pair.name}" if pair else ""), "img") as bar:
         for x in eval_set.batches(pre, VALIDATION_BATCH):
             outs["int8"].append(int8(x))
             outs["fp32"].append(fp32(x))

@@ -76,6 +76,39 @@ def test_compile_writes_both_tflite_files(arm_ws, compile_json):
     assert not any("no .tflite written" in n for n in compile_json["notes"])
 
 
+def test_compile_checks_the_tflite_pair_on_the_eval_images(arm_ws, compile_json):
+    """Beside the ONNX pair's check, the .tflite pair's, in LiteRT, on the same eval images."""
+    v = compile_json["validation"]["variants"]["tflite"]
+    manifest = json.loads((arm_ws / "manifest.json").read_text())
+    pre = Preprocess.from_dict(manifest["preprocess"])
+    images = open_images(manifest["eval_data"]["path"], "eval")
+    from edgekit.targets import get_target
+
+    arm = get_target("arm")
+    int8, fp32 = (arm.runner(arm_ws / "targets/arm", role, 1) for role in ("tflite_int8", "tflite_fp32"))
+    x = np.concatenate(list(images.batches(pre, 64)))
+    assert v["images"] == len(images) and "LiteRT" in v["runtime"]
+    assert v["agreement"] == pytest.approx(metrics.agreement(int8(x), fp32(x)))
+
+
+def test_the_budget_holds_the_tflite_too(tmp_path, arm_ws):
+    """--min-agreement on arm is measured on the artifact furthest from its fp32 reference, the .tflite included:
+    each fallback step's disagreement is the larger of the two pairs'."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    ws = tmp_path / "ws"
+    shutil.copytree(arm_ws, ws)
+    result = CliRunner().invoke(main, ["compile", "--target", "arm", "--workdir", str(ws), "--min-agreement", "100"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((ws / "targets/arm/compile.json").read_text())
+    v = info["validation"]
+    worst = max(100 * (1 - v["agreement"]), 100 * (1 - v["variants"]["tflite"]["agreement"]))
+    assert info["details"]["fallback"]["steps"][-1]["drop_points"] == pytest.approx(worst, abs=1e-3)
+    assert info["details"]["fallback"]["measure"] == "agreement"
+
+
 def test_int8_tflite_is_full_integer_in_the_tflite_scheme(arm_ws):
     it = _interpreter(arm_ws / "targets" / "arm" / FILES["tflite_int8"])
     tensors = {d["index"]: d for d in it.get_tensor_details()}
