@@ -133,8 +133,8 @@ def exit_on_failed_gates(ctx: click.Context, results: dict) -> None:
 @click.option("--max-drop", type=float, default=None, metavar="PTS",
               help="Accuracy budget: keep the most sensitive layers in float until the drop fits.")
 @click.option("--min-agreement", type=float, default=None, metavar="PCT",
-              help="Fidelity budget instead: int8's top-1 must be fp32's on at least PCT % of the eval images "
-                   "(met like --max-drop).")
+              help="Fidelity budget: int8's top-1 must be fp32's on at least PCT % of the eval images "
+                   "(met like --max-drop; with --max-drop too, both must hold).")
 @click.option("--task", type=click.Choice(["classify", "segment", "detect", "features"]), default=None,
               help="What the model's outputs are, where their shapes do not say (default: from the shapes).")
 @click.option("--output", "outputs", multiple=True, metavar="NAME=ROLE",
@@ -169,8 +169,8 @@ def quantize(model, calib, eval_, labels, classes, workdir, force, inputs, metho
 @click.option("--max-drop", type=float, default=None, metavar="PTS",
               help="Accuracy budget per target: keep its most sensitive layers in float until its drop fits.")
 @click.option("--min-agreement", type=float, default=None, metavar="PCT",
-              help="Fidelity budget per target instead: its int8 top-1 must be its fp32 reference's on at least PCT % "
-                   "of the eval images.")
+              help="Fidelity budget per target: its int8 top-1 must be its fp32 reference's on at least PCT % "
+                   "of the eval images (with --max-drop too, both must hold).")
 @click.option("--json", "as_json", is_flag=True, help="Print the compile.json of each target.")
 def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_drop, min_agreement, as_json) -> None:
     """Compile the quantized workspace for edge targets (no model argument: it reads the workspace)."""

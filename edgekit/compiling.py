@@ -44,7 +44,7 @@ def compile_targets(target: str = "all", *, workdir: str | Path = "edgekit-out",
     threads: runtime threads for the validation run (0: all cores). batch: the batch the TensorRT engine is tuned
         for. openvino_source: "qdq" (default, the workspace's ranges) or "nncf" (NNCF on the fp32 IR).
     max_drop: accuracy budget per target in points: its most sensitive layers stay in float until its drop fits.
-    min_agreement: the other budget (one of the two): the percentage of eval images on which the target's int8
+    min_agreement: the other budget (with max_drop too, both must hold): the percentage of eval images on which the target's int8
         top-1 must equal its fp32 reference's (fallback.Budget).
 
     Each target's artifacts land in targets/<name>/ with compile.json, after its int8 artifact was checked against
@@ -138,7 +138,7 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
                                              budget.points, drop, log)
                         drop = None  # the folder now holds a recovery attempt: the search builds again
                 fb = fallback.search(build, sensitivity_ranking(ws), budget.points, start=float_layers,
-                                     measure=budget.measure, start_drop=drop)
+                                     measure=budget.measure, start_drop=drop, flag=budget.flag)
                 fb["recovery"] = recovered
             log(fallback.describe(tgt.name, fb))
         seconds = time.perf_counter() - t0

@@ -34,47 +34,74 @@ from .errors import EdgekitError
 
 @dataclass(frozen=True)
 class Budget:
-    """How many points int8 may lose, and in what: "top1" (--max-drop; disagreement without labels) or
-    "agreement" (--min-agreement)."""
+    """How many points int8 may lose, and in what: "top1" (--max-drop; disagreement without labels),
+    "agreement" (--min-agreement), or "both" (the two flags together: both limits must hold). A "both" budget
+    measures the share of its limits used, the larger of disagreement / (100 - min_agreement) and
+    top-1 drop / max_drop, so `points` is 1.0 and the search needs one number, as for the others."""
 
     points: float
     measure: str = "top1"
+    max_drop: float | None = None  # "both": the two limits
+    min_agreement: float | None = None
 
     @classmethod
     def from_options(cls, max_drop: float | None, min_agreement: float | None) -> "Budget | None":
         """The budget the user asked for, None without one; bad values are exit 2 with the reason."""
-        if max_drop is not None and min_agreement is not None:
-            raise EdgekitError("--max-drop and --min-agreement are two budgets for the same fallback; pass one",
-                               "--max-drop PTS bounds the top-1 points lost, --min-agreement PCT how often int8's "
-                               "top-1 may differ from fp32's")
-        if max_drop is not None:
-            if max_drop < 0:
-                raise EdgekitError(f"--max-drop must be 0 or more points, got {max_drop}", "e.g. --max-drop 0.5")
-            return cls(max_drop)
+        if max_drop is not None and max_drop < 0:
+            raise EdgekitError(f"--max-drop must be 0 or more points, got {max_drop}", "e.g. --max-drop 0.5")
         if min_agreement is not None:
             check_min_agreement(min_agreement)
+        if max_drop is not None and min_agreement is not None:
+            return cls(1.0, "both", max_drop, min_agreement)
+        if max_drop is not None:
+            return cls(max_drop)
+        if min_agreement is not None:
             return cls(round(100.0 - min_agreement, 6), "agreement")
         return None
 
+    def limits(self) -> tuple[float | None, float | None]:
+        """(--max-drop, --min-agreement) as the user gave them, None for the one not given."""
+        if self.measure == "both":
+            return self.max_drop, self.min_agreement
+        return (self.points, None) if self.measure == "top1" else (None, round(100 - self.points, 6))
+
     @property
     def option(self) -> str:
-        return "--min-agreement" if self.measure == "agreement" else "--max-drop"
+        return {"agreement": "--min-agreement", "top1": "--max-drop"}.get(self.measure, "--max-drop/--min-agreement")
 
     @property
     def flag(self) -> str:
-        return (f"--min-agreement {100 - self.points:g}" if self.measure == "agreement"
-                else f"--max-drop {self.points:g}")
+        max_drop, min_agreement = self.limits()
+        return " ".join(([f"--min-agreement {min_agreement:g}"] if min_agreement is not None else [])
+                        + ([f"--max-drop {max_drop:g}"] if max_drop is not None else []))
+
+    @property
+    def unit(self) -> str:
+        """What the measure is, for log lines."""
+        return {"agreement": "disagreement", "top1": "drop"}.get(self.measure, "budget use")
 
     def drop(self, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> float:
+        if self.measure == "both":
+            return self._share(drop_points(logits, reference, None), drop_points(logits, reference, labels))
         return drop_points(logits, reference, labels if self.measure == "top1" else None)
 
     def validation_drop(self, validation: dict) -> float:
-        if self.measure == "agreement":
-            return round(100 * (1 - validation["agreement"]), 4)
-        return validation_drop(validation)
+        disagreement = round(100 * (1 - validation["agreement"]), 4)
+        if self.measure == "both":
+            return self._share(disagreement, validation_drop(validation))
+        return disagreement if self.measure == "agreement" else validation_drop(validation)
+
+    def _share(self, disagreement: float, top1_drop: float) -> float:
+        """The larger share of its limit either measure uses: at most 1.0 when both hold."""
+        def share(value: float, limit: float) -> float:
+            return value / limit if limit > 0 else (0.0 if value <= 0 else float("inf"))
+
+        return round(max(share(disagreement, 100 - self.min_agreement), share(top1_drop, self.max_drop)), 4)
 
     def key(self) -> float | list:
         """For the stage keys: a --max-drop budget keys as the bare number, as before --min-agreement existed."""
+        if self.measure == "both":
+            return ["min_agreement", self.min_agreement, "max_drop", self.max_drop]
         return self.points if self.measure == "top1" else ["min_agreement", 100 - self.points]
 
 
@@ -99,7 +126,8 @@ def validation_drop(validation: dict) -> float:
 
 
 def search(build: Callable[[list[str]], float], ranking: list[str], budget: float,
-           start: list[str] | None = None, measure: str = "top1", start_drop: float | None = None) -> dict:
+           start: list[str] | None = None, measure: str = "top1", start_drop: float | None = None,
+           flag: str | None = None) -> dict:
     """`build(float_layers)` makes the artifact with those layers in float and returns its drop in points.
     The artifact left behind is the last one built. `start_drop`: the drop of the artifact already built with the
     `start` layers, which is then not built again."""
@@ -111,8 +139,8 @@ def search(build: Callable[[list[str]], float], ranking: list[str], budget: floa
         kept.append(candidates.pop(0))
         drop = build(kept)
         steps.append({"float_layers": list(kept), "drop_points": drop})
-    return {"budget_points": budget, "measure": measure, "met": drop <= budget, "float_layers": kept,
-            "drop_points": drop, "initial_drop_points": steps[0]["drop_points"], "steps": steps}
+    return {"budget_points": budget, "measure": measure, **({"flag": flag} if flag else {}), "met": drop <= budget,
+            "float_layers": kept, "drop_points": drop, "initial_drop_points": steps[0]["drop_points"], "steps": steps}
 
 
 def recovery_first(attempt: Callable[[str], float | None], methods, budget: float, drop: float, log=print) -> dict:
@@ -138,13 +166,17 @@ def describe(name: str, result: dict) -> str:
     """The log line: met, or a warning that says what to try."""
     n, drop = len(result["float_layers"]), result["drop_points"]
     budget = Budget(result["budget_points"], result.get("measure", "top1"))
-    what = "disagreement" if budget.measure == "agreement" else "drop"
+    what, flag = budget.unit, result.get("flag") or budget.flag
+
+    def amount(v: float) -> str:  # a "both" budget's measure is a share of its limits (1 = at the limit)
+        return f"{v:.2f} of the limits" if budget.measure == "both" else f"{v:.2f} pts"
+
     chosen = (result.get("recovery") or {}).get("chosen")
     if result["met"] and chosen and not n:
-        return (f"{name}: {what} {drop:.2f} pts within {budget.flag} with every layer in int8, by {chosen} "
-                f"(int8 alone: {result['recovery']['initial_drop_points']:.2f} pts)")
+        return (f"{name}: {what} {amount(drop)} within {flag} with every layer in int8, by {chosen} "
+                f"(int8 alone: {amount(result['recovery']['initial_drop_points'])})")
     if result["met"]:
-        return (f"{name}: {what} {drop:.2f} pts within {budget.flag} with {n} layer(s) kept in float"
-                + (f" (int8 alone: {result['initial_drop_points']:.2f} pts)" if n else ""))
-    return (f"  warning: {name}: {what} {drop:.2f} pts exceeds {budget.flag} even with {n} layer(s) in float; "
+        return (f"{name}: {what} {amount(drop)} within {flag} with {n} layer(s) kept in float"
+                + (f" (int8 alone: {amount(result['initial_drop_points'])})" if n else ""))
+    return (f"  warning: {name}: {what} {amount(drop)} exceeds {flag} even with {n} layer(s) in float; "
             "artifacts written anyway: try --method auto, more calibration images, or a larger budget")

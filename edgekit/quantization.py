@@ -90,7 +90,7 @@ def quantize(
     calib_size: calibration images used (sampled with `seed`). batch/threads: evaluation batch, ONNX Runtime threads.
     max_drop: accuracy budget in top-1 points; when int8 misses it, the recovery methods are tried first (every layer
         int8), then the most sensitive layers stay in float until the drop fits (needs a class-logits output).
-    min_agreement: the other budget (one of the two): int8's top-1 must equal fp32's on at least this percentage of
+    min_agreement: the other budget (with max_drop too, both must hold): int8's top-1 must equal fp32's on at least this percentage of
         the eval images, labels or not; met the same way (fallback.Budget).
     task: "classify", "segment", "detect" or "features": what the outputs are, where their shapes do not say
         (outputs.py); output_roles: {output name: role} (or ["NAME=ROLE", ...]) for single outputs, winning over both.
@@ -253,8 +253,8 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
                 "float_layers": fb["float_layers"] if fb else [],
             },
             {"options": {"method": opts.method, "calib_size": opts.calib_size, "seed": seed, "arch": inputs.arch,
-                         "max_drop": budget.points if budget and budget.measure == "top1" else None,
-                         **({"min_agreement": 100 - budget.points} if budget and budget.measure == "agreement" else {}),
+                         "max_drop": budget.limits()[0] if budget else None,
+                         **({"min_agreement": budget.limits()[1]} if budget and budget.limits()[1] is not None else {}),
                          "task": roles[0], "output_roles": roles[1] or None},
              "inputs_key": inputs_key},
             restart=True,
@@ -315,7 +315,7 @@ def fallback_search(fp32_path: Path, int8_path: Path, cal: Calibration, logits: 
                                         f"evaluating int8, {len(float_layers)} layer(s) in float")["int8"]
         return budget.drop(layout.primary(logits["int8"]), layout.primary(logits["fp32"]), labels)
 
-    return fallback.search(build, [r["node"] for r in sens], budget.points, measure=budget.measure)
+    return fallback.search(build, [r["node"] for r in sens], budget.points, measure=budget.measure, flag=budget.flag)
 
 
 def build_report(loaded, pre, cal: Calibration, check, logits: dict[str, np.ndarray], layout, labels,

@@ -76,7 +76,7 @@ class QuantizeSpec:
     batch: int = 64
     threads: int = 0
     max_drop: float | None = None  # accuracy budget: sensitive layers stay in float until the drop fits
-    min_agreement: float | None = None  # or this one: % of eval images where int8's top-1 is fp32's
+    min_agreement: float | None = None  # and/or this one: % of eval images where int8's top-1 is fp32's
     strict: bool = False  # an fp32 top-1 about chance on labelled eval images is an error, not a warning
     task: str | None = None  # classify | segment | detect | features: what the outputs are (default: their shapes)
     outputs: list[str] | None = None  # ["NAME=ROLE", ...]: one output's role, winning over task

@@ -241,8 +241,8 @@ def facts(results: list[dict], ctx: dict) -> list[tuple[str, str]]:
         text += f"; calibration {cal['method']}, {cal['samples']} images"
     fb = q.get("fallback") or {}
     if fb.get("float_layers"):
-        budget = Budget(fb["budget_points"], fb.get("measure", "top1"))
-        text += f"; {len(fb['float_layers'])} layer(s) kept in float for {budget.flag}"
+        flag = fb.get("flag") or Budget(fb["budget_points"], fb.get("measure", "top1")).flag
+        text += f"; {len(fb['float_layers'])} layer(s) kept in float for {flag}"
     if q.get("eval"):
         text += f"; eval: {q['eval']['source']}"
     return out + [("Quantize", text)]
