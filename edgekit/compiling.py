@@ -135,7 +135,7 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
                     drop = build(float_layers)
                     if drop > budget.points:
                         recovered = _recover(ws, tgt.name, Path(tmp), calib_set, pre, source, build, float_layers,
-                                             budget.points, drop, log)
+                                             budget, drop, log)
                         drop = None  # the folder now holds a recovery attempt: the search builds again
                 fb = fallback.search(build, sensitivity_ranking(ws), budget.points, start=float_layers,
                                      measure=budget.measure, start_drop=drop, flag=budget.flag)
@@ -177,7 +177,7 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
 
 
 def _recover(ws: Workspace, name: str, tmp: Path, calib_set, pre, source: dict, build, float_layers,
-             budget_points: float, drop: float, log) -> dict:
+             budget: fallback.Budget, drop: float, log) -> dict:
     """compile's budget (--max-drop / --min-agreement) missed on a workspace quantize ran no recovery on: each
     recovery method's adjusted graph (recalibrated with the workspace's range method) is built and checked on this
     target before any layer is kept in float; `source` is left pointing at the best one (empty when none helped)."""
@@ -198,7 +198,8 @@ def _recover(ws: Workspace, name: str, tmp: Path, calib_set, pre, source: dict, 
         source.update(graph=graph, calibration=cal_path)
         return build(float_layers)
 
-    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, budget_points, drop, log)
+    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, budget.points, drop, log,
+                                       budget.measure)
     source.clear()
     if result["chosen"]:
         chosen = made[result["chosen"]]

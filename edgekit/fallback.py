@@ -80,6 +80,10 @@ class Budget:
         """What the measure is, for log lines."""
         return {"agreement": "disagreement", "top1": "drop"}.get(self.measure, "budget use")
 
+    def amount(self, value: float) -> str:
+        """A value of the measure, for log lines: points, or for "both" a share of the limits (1 = at the limit)."""
+        return f"{value:.2f} of the limits" if self.measure == "both" else f"{value:.2f} pts"
+
     def drop(self, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> float:
         if self.measure == "both":
             return self._share(drop_points(logits, reference, None), drop_points(logits, reference, labels))
@@ -143,7 +147,8 @@ def search(build: Callable[[list[str]], float], ranking: list[str], budget: floa
             "float_layers": kept, "drop_points": drop, "initial_drop_points": steps[0]["drop_points"], "steps": steps}
 
 
-def recovery_first(attempt: Callable[[str], float | None], methods, budget: float, drop: float, log=print) -> dict:
+def recovery_first(attempt: Callable[[str], float | None], methods, budget: float, drop: float, log=print,
+                   measure: str = "top1") -> dict:
     """Try each recovery method in order (`attempt(method)` builds the all-int8 artifact from that method's adjusted
     graph and returns its drop, or None when the method cannot run here) until one meets `budget`. The record says
     which one to keep ("chosen": None when none beat `drop`, the all-int8 drop without recovery)."""
@@ -153,7 +158,8 @@ def recovery_first(attempt: Callable[[str], float | None], methods, budget: floa
         tried.append({"method": method, "drop_points": d})
         if d is None:
             continue
-        log(f"  recovery {method}: drop {d:.2f} pts, every layer int8 (was {drop:.2f})")
+        b = Budget(budget, measure)
+        log(f"  recovery {method}: {b.unit} {b.amount(d)}, every layer int8 (was {drop:.2f})")
         if d < best_drop:
             best, best_drop = method, d
         if d <= budget:
@@ -168,15 +174,12 @@ def describe(name: str, result: dict) -> str:
     budget = Budget(result["budget_points"], result.get("measure", "top1"))
     what, flag = budget.unit, result.get("flag") or budget.flag
 
-    def amount(v: float) -> str:  # a "both" budget's measure is a share of its limits (1 = at the limit)
-        return f"{v:.2f} of the limits" if budget.measure == "both" else f"{v:.2f} pts"
-
     chosen = (result.get("recovery") or {}).get("chosen")
     if result["met"] and chosen and not n:
-        return (f"{name}: {what} {amount(drop)} within {flag} with every layer in int8, by {chosen} "
-                f"(int8 alone: {amount(result['recovery']['initial_drop_points'])})")
+        return (f"{name}: {what} {budget.amount(drop)} within {flag} with every layer in int8, by {chosen} "
+                f"(int8 alone: {budget.amount(result['recovery']['initial_drop_points'])})")
     if result["met"]:
-        return (f"{name}: {what} {amount(drop)} within {flag} with {n} layer(s) kept in float"
-                + (f" (int8 alone: {amount(result['initial_drop_points'])})" if n else ""))
-    return (f"  warning: {name}: {what} {amount(drop)} exceeds {flag} even with {n} layer(s) in float; "
+        return (f"{name}: {what} {budget.amount(drop)} within {flag} with {n} layer(s) kept in float"
+                + (f" (int8 alone: {budget.amount(result['initial_drop_points'])})" if n else ""))
+    return (f"  warning: {name}: {what} {budget.amount(drop)} exceeds {flag} even with {n} layer(s) in float; "
             "artifacts written anyway: try --method auto, more calibration images, or a larger budget")

@@ -289,7 +289,8 @@ def recovery_fallback(fp32_path: Path, adjusted: Path, int8_path: Path, calib_se
         built[method] = (src, out, cal, record, corrected, y)
         return budget.drop(primary(y), primary(logits["fp32"]), labels)
 
-    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, budget.points, drop, log)
+    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, budget.points, drop, log,
+                                       budget.measure)
     if result["chosen"]:
         src, out, cal, record, corrected, y = built[result["chosen"]]
         src.replace(adjusted)
