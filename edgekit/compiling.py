@@ -44,8 +44,8 @@ def compile_targets(target: str = "all", *, workdir: str | Path = "edgekit-out",
     threads: runtime threads for the validation run (0: all cores). batch: the batch the TensorRT engine is tuned
         for. openvino_source: "qdq" (default, the workspace's ranges) or "nncf" (NNCF on the fp32 IR).
     max_drop: accuracy budget per target in points: its most sensitive layers stay in float until its drop fits.
-    min_agreement: the other budget (with max_drop too, both must hold): the percentage of eval images on which the target's int8
-        top-1 must equal its fp32 reference's (fallback.Budget).
+    min_agreement: the other budget (with max_drop too, both must hold): the percentage of eval images on which
+        the target's int8 top-1 must equal its fp32 reference's (fallback.Budget).
 
     Each target's artifacts land in targets/<name>/ with compile.json, after its int8 artifact was checked against
     its fp32 reference on the eval images. Returns {name: compile.json content}.
@@ -143,7 +143,8 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
             log(fallback.describe(tgt.name, fb))
         seconds = time.perf_counter() - t0
         result, validation = built["result"], built["validation"]
-        for label, v in [(tgt.name, validation), *((f"{tgt.name} {k}", v) for k, v in validation.get("variants", {}).items())]:
+        checked = {tgt.name: validation, **{f"{tgt.name} {k}": v for k, v in validation.get("variants", {}).items()}}
+        for label, v in checked.items():
             log(f"{label}: int8 vs fp32 on {v['images']} eval images ({v['runtime']}): " + outputs.summary(v["outputs"]))
         info = {
             "target": tgt.name, "status": "ok", "hardware": tgt.hardware, "runtime": tgt.runtime,

@@ -8,6 +8,7 @@ Two budgets, one measure each (Budget), both in points lost against the fp32 ref
   fp32's. The fidelity budget for users who ship the int8 model as a stand-in for the fp32 one (its answers, not
   only its accuracy, must match), and the one that sees regressions a top-1 average hides (as many images newly
   right as newly wrong).
+Given together, both limits must hold (the measure is then the larger share of its limit either one uses).
 
 The search is greedy along the sensitivity ranking, one layer at a time, and each target runs it with its own build
 (its own way of leaving a layer in float) and its own runtime, so the budget is checked on the artifact that ships.
@@ -173,7 +174,6 @@ def describe(name: str, result: dict) -> str:
     n, drop = len(result["float_layers"]), result["drop_points"]
     budget = Budget(result["budget_points"], result.get("measure", "top1"))
     what, flag = budget.unit, result.get("flag") or budget.flag
-
     chosen = (result.get("recovery") or {}).get("chosen")
     if result["met"] and chosen and not n:
         return (f"{name}: {what} {budget.amount(drop)} within {flag} with every layer in int8, by {chosen} "
