@@ -328,6 +328,11 @@ def aimet_row(case: Case, ws: Path, calib: ImageSet, eval_set: ImageSet, pre: Pr
     out = cache / "aimet_logits.npy"
     if args.reuse and out.is_file() and out.with_suffix(".json").is_file():
         print(f"[{case.key}] AIMET-ONNX recipe: reusing {cache}")
+    elif args.aimet_cache_only:
+        for f in (calib_npy, eval_npy):
+            f.unlink()
+        return Row(AIMET, None, timed=False, note=f"not run: --aimet-cache-only and no AIMET run of this model on "
+                                                  f"these inputs in {cache.parent} (run once without it)")
     else:
         cache.mkdir(parents=True, exist_ok=True)
         command = [str(args.aimet_python), str(Path(__file__).resolve().parent / "aimet_recipe.py"),
@@ -544,6 +549,9 @@ def main() -> None:
     ap.add_argument("--aimet-python", type=Path, default=None,
                     help="a Python with aimet-onnx for the AIMET row (aimet pins its own torch); none: row skipped")
     ap.add_argument("--adaround-iterations", type=int, default=300, help="AdaRound steps per layer for the AIMET row")
+    ap.add_argument("--aimet-cache-only", action="store_true",
+                    help="with --reuse: AIMET rows only from --workdir/aimet-cache, never a new AdaRound run (an hour "
+                         "per EfficientNet on 2 cores); a model without one gets the row 'not run'")
     ap.add_argument("--edgekit-min-agreement", type=float, default=None, metavar="PCT",
                     help="the EfficientNets' edgekit quantize and compile get --min-agreement PCT (their fidelity "
                          "goal); default: no budget")
