@@ -324,25 +324,26 @@ def aimet_row(case: Case, ws: Path, calib: ImageSet, eval_set: ImageSet, pre: Pr
     calib_npy, eval_npy = ws / "aimet_calib.npy", ws / "aimet_eval.npy"
     np.save(calib_npy, np.stack([calib.load(i, pre) for i in range(len(calib))]))
     np.save(eval_npy, np.stack([eval_set.load(i, pre) for i in range(len(eval_set))]))
-    cache = args.workdir / "aimet-cache" / f"{case.key}-{aimet_key(ws / 'model.fp32.onnx', calib_npy, eval_npy, args)}"
-    out = cache / "aimet_logits.npy"
-    if args.reuse and out.is_file() and out.with_suffix(".json").is_file():
-        print(f"[{case.key}] AIMET-ONNX recipe: reusing {cache}")
-    elif args.aimet_cache_only:
+    try:
+        key = aimet_key(ws / "model.fp32.onnx", calib_npy, eval_npy, args)
+        cache = args.workdir / "aimet-cache" / f"{case.key}-{key}"
+        out = cache / "aimet_logits.npy"
+        if args.reuse and out.is_file() and out.with_suffix(".json").is_file():
+            print(f"[{case.key}] AIMET-ONNX recipe: reusing {cache}")
+        elif args.aimet_cache_only:
+            return Row(AIMET, None, timed=False, note=f"not run: --aimet-cache-only and no AIMET run of this model on "
+                                                      f"these inputs in {cache.parent} (run once without it)")
+        else:
+            cache.mkdir(parents=True, exist_ok=True)
+            command = [str(args.aimet_python), str(Path(__file__).resolve().parent / "aimet_recipe.py"),
+                       "--model", str(ws / "model.fp32.onnx"), "--calib", str(calib_npy), "--eval", str(eval_npy),
+                       "--out", str(out), "--iterations", str(args.adaround_iterations)]
+            print(f"[{case.key}] AIMET-ONNX recipe: CLE + AdaRound ({args.adaround_iterations} iterations/layer)")
+            subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    finally:
         for f in (calib_npy, eval_npy):
-            f.unlink()
-        return Row(AIMET, None, timed=False, note=f"not run: --aimet-cache-only and no AIMET run of this model on "
-                                                  f"these inputs in {cache.parent} (run once without it)")
-    else:
-        cache.mkdir(parents=True, exist_ok=True)
-        command = [str(args.aimet_python), str(Path(__file__).resolve().parent / "aimet_recipe.py"),
-                   "--model", str(ws / "model.fp32.onnx"), "--calib", str(calib_npy), "--eval", str(eval_npy),
-                   "--out", str(out), "--iterations", str(args.adaround_iterations)]
-        print(f"[{case.key}] AIMET-ONNX recipe: CLE + AdaRound ({args.adaround_iterations} iterations/layer)")
-        subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+            f.unlink(missing_ok=True)
     info = json.loads(out.with_suffix(".json").read_text())
-    for f in (calib_npy, eval_npy):
-        f.unlink()
     return Row(AIMET, None, timed=False, label="simulated", logits=np.load(out),
                config=f"aimet-onnx {info['aimet_onnx']}, {info['config_file']}, tf_enhanced, AdaRound "
                       f"{info['iterations']} iterations/layer ({info['seconds']['adaround']:.0f} s)",

@@ -199,8 +199,7 @@ def _recover(ws: Workspace, name: str, tmp: Path, calib_set, pre, source: dict, 
         source.update(graph=graph, calibration=cal_path)
         return build(float_layers)
 
-    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, budget.points, drop, log,
-                                       budget.measure)
+    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, budget, drop, log)
     source.clear()
     if result["chosen"]:
         chosen = made[result["chosen"]]

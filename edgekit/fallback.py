@@ -148,8 +148,7 @@ def search(build: Callable[[list[str]], float], ranking: list[str], budget: floa
             "float_layers": kept, "drop_points": drop, "initial_drop_points": steps[0]["drop_points"], "steps": steps}
 
 
-def recovery_first(attempt: Callable[[str], float | None], methods, budget: float, drop: float, log=print,
-                   measure: str = "top1") -> dict:
+def recovery_first(attempt: Callable[[str], float | None], methods, budget: Budget, drop: float, log=print) -> dict:
     """Try each recovery method in order (`attempt(method)` builds the all-int8 artifact from that method's adjusted
     graph and returns its drop, or None when the method cannot run here) until one meets `budget`. The record says
     which one to keep ("chosen": None when none beat `drop`, the all-int8 drop without recovery)."""
@@ -159,14 +158,13 @@ def recovery_first(attempt: Callable[[str], float | None], methods, budget: floa
         tried.append({"method": method, "drop_points": d})
         if d is None:
             continue
-        b = Budget(budget, measure)
-        log(f"  recovery {method}: {b.unit} {b.amount(d)}, every layer int8 (was {drop:.2f})")
+        log(f"  recovery {method}: {budget.unit} {budget.amount(d)}, every layer int8 (was {drop:.2f})")
         if d < best_drop:
             best, best_drop = method, d
-        if d <= budget:
+        if d <= budget.points:
             break
     return {"initial_drop_points": drop, "tried": tried, "chosen": best, "drop_points": best_drop,
-            "met": best_drop <= budget}
+            "met": best_drop <= budget.points}
 
 
 def describe(name: str, result: dict) -> str:

@@ -90,8 +90,8 @@ def quantize(
     calib_size: calibration images used (sampled with `seed`). batch/threads: evaluation batch, ONNX Runtime threads.
     max_drop: accuracy budget in top-1 points; when int8 misses it, the recovery methods are tried first (every layer
         int8), then the most sensitive layers stay in float until the drop fits (needs a class-logits output).
-    min_agreement: the other budget (with max_drop too, both must hold): int8's top-1 must equal fp32's on at least this percentage of
-        the eval images, labels or not; met the same way (fallback.Budget).
+    min_agreement: the other budget (with max_drop too, both must hold): int8's top-1 must equal fp32's on at least
+        this percentage of the eval images, labels or not; met the same way (fallback.Budget).
     task: "classify", "segment", "detect" or "features": what the outputs are, where their shapes do not say
         (outputs.py); output_roles: {output name: role} (or ["NAME=ROLE", ...]) for single outputs, winning over both.
     strict: an fp32 top-1 about chance on labelled eval images (preprocessing or labels wrong) is an error, not a
@@ -227,6 +227,7 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
         if src != adjusted:
             adjusted.unlink(missing_ok=True)
         write_json_atomic(stage.path("quantize.json"), report)
+        limits = budget.limits() if budget else (None, None)  # (max_drop, min_agreement) as given
         committed = stage.commit(
             {
                 "source": loaded.describe(),
@@ -253,8 +254,8 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
                 "float_layers": fb["float_layers"] if fb else [],
             },
             {"options": {"method": opts.method, "calib_size": opts.calib_size, "seed": seed, "arch": inputs.arch,
-                         "max_drop": budget.limits()[0] if budget else None,
-                         **({"min_agreement": budget.limits()[1]} if budget and budget.limits()[1] is not None else {}),
+                         "max_drop": limits[0],
+                         **({"min_agreement": limits[1]} if limits[1] is not None else {}),
                          "task": roles[0], "output_roles": roles[1] or None},
              "inputs_key": inputs_key},
             restart=True,
@@ -289,8 +290,7 @@ def recovery_fallback(fp32_path: Path, adjusted: Path, int8_path: Path, calib_se
         built[method] = (src, out, cal, record, corrected, y)
         return budget.drop(primary(y), primary(logits["fp32"]), labels)
 
-    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, budget.points, drop, log,
-                                       budget.measure)
+    result = fallback.recovery_first(attempt, recovery.FALLBACK_METHODS, budget, drop, log)
     if result["chosen"]:
         src, out, cal, record, corrected, y = built[result["chosen"]]
         src.replace(adjusted)
