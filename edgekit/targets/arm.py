@@ -21,6 +21,7 @@ import onnx
 from .. import emulator
 from ..errors import EdgekitError
 from ..bias_correction import quantize_bias_corrected
+from ..qdq_build import keep_float_layers_float
 from ..calibration import Calibration, quantize_with_ranges
 from . import tflite_export
 from ..board.arm_board import ArmModel
@@ -81,6 +82,7 @@ class ArmTarget:
         # the int8 weights' rounding causes; a TFLite-scheme graph carries it like any bias.
         # From the int8 source: model.fp32.onnx, or the graph accuracy recovery adjusted (recovery.py).
         corrected = quantize_bias_corrected(ctx.int8_source, build, int8_path, cal.channel_means)
+        keep_float_layers_float(int8_path, ctx.float_layers)  # else ORT rounds their weights to int8 at load
         shutil.copyfile(ctx.fp32_onnx, ctx.out_dir / FILES["fp32"])
 
         model = onnx.load(str(int8_path))
@@ -191,6 +193,8 @@ def check_tflite_int8(model: onnx.ModelProto, float_layers=()) -> list[str]:
             if n.op_type != "MatMul" and len(n.input) > 2 and n.input[2]:
                 problems += _bias_problems(g, n)
         elif n.op_type in (Q, DQ) and g.constant_source(n) is None:
+            if n.op_type == DQ and g.consumers[n.output[0]] and all(c.name in float_layers for c in g.consumers[n.output[0]]):
+                continue  # a float layer's own input (qdq_build.keep_float_layers_float): it runs in float
             problems += activation_problems(g, n, symmetric=False)
             if n.op_type == Q:
                 problems += _fixed_output_problems(g, n)
