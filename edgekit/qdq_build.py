@@ -38,9 +38,8 @@ def quantize_qdq(fp32_path: Path, int8_path: Path, cal: Calibration, nodes_to_ex
     return corrected
 
 
-# ONNX Runtime's graph transformer (onnxruntime/core/optimizer/qdq_transformer/weight_bias_quantization.cc) that
-# rounds a float Conv/Gemm's weights to int8 when it sits between Q/DQ.
-ORT_WEIGHT_QUANTIZER = "WeightBiasQuantization"
+# The ops whose float weights ONNX Runtime's graph transformer WeightBiasQuantization
+# (onnxruntime/core/optimizer/qdq_transformer/weight_bias_quantization.cc) rounds to int8 when they sit between Q/DQ.
 ORT_QUANTIZES_FLOAT_WEIGHTS_OF = ("Conv", "ConvTranspose", "Gemm")
 
 
@@ -59,8 +58,9 @@ def keep_float_layers_float(path: Path, float_layers: list[str]) -> int:
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
+    wanted = set(float_layers)
     changed = 0
-    for node in [n for n in graph.node if n.name in set(float_layers) and n.op_type in ORT_QUANTIZES_FLOAT_WEIGHTS_OF]:
+    for node in [n for n in graph.node if n.name in wanted and n.op_type in ORT_QUANTIZES_FLOAT_WEIGHTS_OF]:
         dq = producer.get(node.input[0])
         weight = inits.get(node.input[1])
         if dq is None or dq.op_type != "DequantizeLinear" or weight is None or weight.data_type != onnx.TensorProto.FLOAT:
@@ -85,9 +85,8 @@ def keep_float_layers_float(path: Path, float_layers: list[str]) -> int:
         node.input[0] = name
         changed += 1
     if changed:
-        used = {i for n in graph.node for i in n.input}
-        for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] not in used
-                   and n.output[0] not in {o.name for o in graph.output}]:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] not in used]:
             graph.node.remove(dq)  # its only reader was a float layer, which now has its own
         onnx.save(model, str(path))
     return changed
