@@ -137,8 +137,8 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
                         recovered = _recover(ws, tgt.name, Path(tmp), calib_set, pre, source, build, float_layers,
                                              budget, drop, log)
                         drop = None  # the folder now holds a recovery attempt: the search builds again
-                fb = fallback.search(build, sensitivity_ranking(ws), budget.points, start=float_layers,
-                                     measure=budget.measure, start_drop=drop, flag=budget.flag)
+                fb = fallback.search(build, sensitivity_ranking(ws), budget, start=float_layers,
+                                     start_drop=drop)
                 fb["recovery"] = recovered
             log(fallback.describe(tgt.name, fb))
         seconds = time.perf_counter() - t0

@@ -130,21 +130,20 @@ def validation_drop(validation: dict) -> float:
     return round(100 * (1 - validation["agreement"]), 4)
 
 
-def search(build: Callable[[list[str]], float], ranking: list[str], budget: float,
-           start: list[str] | None = None, measure: str = "top1", start_drop: float | None = None,
-           flag: str | None = None) -> dict:
-    """`build(float_layers)` makes the artifact with those layers in float and returns its drop in points.
+def search(build: Callable[[list[str]], float], ranking: list[str], budget: Budget,
+           start: list[str] | None = None, start_drop: float | None = None) -> dict:
+    """`build(float_layers)` makes the artifact with those layers in float and returns its drop in `budget`'s measure.
     The artifact left behind is the last one built. `start_drop`: the drop of the artifact already built with the
     `start` layers, which is then not built again."""
     kept = list(start or [])
     drop = build(kept) if start_drop is None else start_drop
     steps = [{"float_layers": list(kept), "drop_points": drop}]
     candidates = [n for n in ranking if n not in kept]
-    while drop > budget and candidates:
+    while drop > budget.points and candidates:
         kept.append(candidates.pop(0))
         drop = build(kept)
         steps.append({"float_layers": list(kept), "drop_points": drop})
-    return {"budget_points": budget, "measure": measure, **({"flag": flag} if flag else {}), "met": drop <= budget,
+    return {"budget_points": budget.points, "measure": budget.measure, "flag": budget.flag, "met": drop <= budget.points,
             "float_layers": kept, "drop_points": drop, "initial_drop_points": steps[0]["drop_points"], "steps": steps}
 
 

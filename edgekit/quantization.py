@@ -316,7 +316,7 @@ def fallback_search(fp32_path: Path, int8_path: Path, cal: Calibration, logits: 
                                         f"evaluating int8, {len(float_layers)} layer(s) in float")["int8"]
         return budget.drop(layout.primary(logits["int8"]), layout.primary(logits["fp32"]), labels)
 
-    return fallback.search(build, [r["node"] for r in sens], budget.points, measure=budget.measure, flag=budget.flag)
+    return fallback.search(build, [r["node"] for r in sens], budget)
 
 
 def build_report(loaded, pre, cal: Calibration, check, logits: dict[str, np.ndarray], layout, labels,

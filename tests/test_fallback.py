@@ -163,9 +163,9 @@ def test_search_does_not_rebuild_the_artifact_it_was_handed():
         built.append(list(layers))
         return 2.0 - len(layers)
 
-    met = fallback.search(build, ["a", "b", "c"], 1.0, start=["a"], start_drop=0.8, measure="agreement")
+    met = fallback.search(build, ["a", "b", "c"], Budget(1.0, "agreement"), start=["a"], start_drop=0.8)
     assert built == [] and met["met"] and met["float_layers"] == ["a"] and met["measure"] == "agreement"
-    missed = fallback.search(build, ["a", "b", "c"], 0.0, start=["a"], start_drop=1.0)
+    missed = fallback.search(build, ["a", "b", "c"], Budget(0.0), start=["a"], start_drop=1.0)
     assert built == [["a", "b"]] and missed["met"] and missed["float_layers"] == ["a", "b"]
     assert [s["drop_points"] for s in missed["steps"]] == [1.0, 0.0]
 
