@@ -2,7 +2,9 @@
 
 ONNX Runtime rounds, at session load, the float weights of a Conv that sits between DequantizeLinear and
 QuantizeLinear to per-tensor int8 (qdq_build.keep_float_layers_float). These tests run ORT as users do, with its
-default optimizations, against the same graph run op by op with no graph transformer at all.
+default optimizations, against the same session with only that transformer switched off: everything else (the
+host's fused int8 kernels, which on x86 CPUs without VNNI saturate where the graph as written would not) is the
+same in both, so the outputs must be identical.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from torch import nn
 from edgekit.calibration import Calibration
 from edgekit.qdq_build import ORT_QUANTIZES_FLOAT_WEIGHTS_OF, quantize_qdq
 from edgekit.targets.arm import check_tflite_int8
+
+# The ORT graph transformer that rounds a float layer's weights (onnxruntime/core/optimizer/qdq_transformer).
+WEIGHT_ROUNDING = "WeightBiasQuantization"
 
 
 class ThreeConvs(nn.Module):
@@ -55,10 +60,11 @@ def _export_and_calibrate(tmp_path) -> tuple:
     return fp32, Calibration("minmax", len(images), 0.0, ranges, {}), images, middle
 
 
-def _run(path, images, level) -> np.ndarray:
+def _run(path, images, level, disabled_optimizers=()) -> np.ndarray:
     options = ort.SessionOptions()
     options.graph_optimization_level = level
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=list(disabled_optimizers))
     return session.run(None, {"input": images})[0]
 
 
@@ -73,14 +79,13 @@ def test_a_layer_kept_in_float_runs_in_float_in_onnx_runtime(tmp_path):
     assert node.op_type in ORT_QUANTIZES_FLOAT_WEIGHTS_OF and node.input[1] in inits, "its weights stay float"
     assert check_tflite_int8(model, [middle]) == [], "a float layer's float input is not a scheme violation"
 
-    as_written = _run(int8, images, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)  # every op as the graph says
     as_deployed = _run(int8, images, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)  # what users' ORT runs
+    without_rounding = _run(int8, images, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, [WEIGHT_ROUNDING])
+    # Per-tensor int8 weights in the middle conv would differ by far more (measured: 0.88 of the spread).
+    np.testing.assert_array_equal(as_deployed, without_rounding)
+    as_written = _run(int8, images, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)  # every op as the graph says
     reference = _run(fp32, images, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    spread = np.abs(reference).max()
-    # int8 kernels and op-by-op Q/DQ differ only where a requantized value lands on the other side of a rounding
-    # step; per-tensor int8 weights in the middle conv would differ by far more (measured: 0.88 of the spread).
-    assert np.abs(as_deployed - as_written).max() < 0.02 * spread
-    assert np.abs(as_deployed - reference).max() < 0.05 * spread
+    assert np.abs(as_written - reference).max() < 0.05 * np.abs(reference).max()
 
 
 def test_the_arm_artifact_keeps_its_float_layers_float(tmp_path, calib_small):
@@ -108,6 +113,7 @@ def test_the_arm_artifact_keeps_its_float_layers_float(tmp_path, calib_small):
     result = get_target("arm").compile(ctx)
     assert result.details["conformance"]["violations"] == []
     images = np.random.default_rng(0).normal(size=(8, 1, 28, 28)).astype(np.float32)
-    as_written = _run(out / "model.int8.onnx", images, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     as_deployed = _run(out / "model.int8.onnx", images, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    assert np.abs(as_deployed - as_written).max() < 0.02 * np.abs(as_written).max()
+    without_rounding = _run(out / "model.int8.onnx", images, ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                            [WEIGHT_ROUNDING])
+    np.testing.assert_array_equal(as_deployed, without_rounding)
