@@ -93,6 +93,44 @@ def test_int8_numerics_emulated_and_agree_with_fp32(jetson_dir, quantized_worksp
         JetsonTarget().runner(jetson_dir[0], "tflite")
 
 
+def _saturating_qdq(path):
+    """x -> Q/DQ (u8) -> Conv (s8 weights, all +127) -> Q/DQ: with inputs near the top of the u8 range, every pair
+    of products is about 2 x 255 x 127, past the 16-bit sums x86 int8 kernels without VNNI accumulate into."""
+    from onnx import TensorProto, numpy_helper
+
+    init = [numpy_helper.from_array(np.array(v, dtype=d), n) for n, v, d in [
+        ("xs", 2 / 255, np.float32), ("xz", 0, np.uint8), ("w", np.full((4, 8, 3, 3), 127), np.int8),
+        ("ws", np.full(4, 0.01), np.float32), ("wz", np.zeros(4), np.int8), ("ys", 0.5, np.float32),
+        ("yz", 0, np.uint8)]]
+    node = helper.make_node
+    graph = helper.make_graph([
+        node("QuantizeLinear", ["input", "xs", "xz"], ["xq"]), node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0), node("Conv", ["xd", "wd"], ["c"], pads=[1] * 4),
+        node("QuantizeLinear", ["c", "ys", "yz"], ["cq"]), node("DequantizeLinear", ["cq", "ys", "yz"], ["output"])],
+        "saturating", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 8, 6, 6])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 4, 6, 6])], init)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_cpu_emulation_runs_the_qdq_graph_as_written(tmp_path):
+    """TensorRT sums int8 products exactly; the host's fused int8 kernels need not (x86 without VNNI saturates
+    16-bit partial sums). The CPU emulation computes the graph as written, Q/DQ node by node, on any machine."""
+    import onnxruntime as ort
+
+    from edgekit.board.jetson_board import JetsonOnnxModel
+
+    _saturating_qdq(tmp_path / "model.qdq.onnx")
+    runner = JetsonOnnxModel(tmp_path / "model.qdq.onnx", "int8", available=["CPUExecutionProvider"])
+    assert runner.emulated
+    x = np.random.default_rng(0).uniform(1.8, 2.0, (4, 8, 6, 6)).astype(np.float32)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    as_written = ort.InferenceSession(str(tmp_path / "model.qdq.onnx"), options, providers=["CPUExecutionProvider"])
+    expected = as_written.run(None, {"input": x})[0]
+    assert expected.max() > 100, "the exact sums are large (the test is about them)"
+    np.testing.assert_array_equal(runner(x).reshape(expected.shape), expected)
+
+
 def _first(model, op_type):
     return nodes(model, op_type)[0]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import BoardError
-from .ort_session import CPU, OrtSession
+from .ort_session import CPU, OrtSession, as_written
 from .timing import any_batch, flat_outputs
 
 RUNTIME_MODULE = "onnxruntime"
@@ -41,7 +41,17 @@ class JetsonOnnxModel(OrtSession):
         import onnxruntime as ort
 
         available = ort.get_available_providers() if available is None else available
-        super().__init__(path, threads, providers=session_providers(available, which))
+        providers = session_providers(available, which)
+        options = None
+        if which == "int8" and not runs_on_device(providers):
+            # An emulation must compute what TensorRT computes: each Q/DQ node as written around a float op, with
+            # exact sums. ONNX Runtime's graph optimizations would fuse them into its own int8 kernels instead,
+            # whose arithmetic is the host's (int8_sums_saturate_here); so no optimization, and the numbers do not
+            # depend on the machine that checks them.
+            options = as_written(ort.SessionOptions())
+            if threads:
+                options.intra_op_num_threads = threads
+        super().__init__(path, threads, providers=providers, options=options)
         self.emulated = not runs_on_device(self.providers)
         if self.emulated:
             self.runtime += " emulating TensorRT"

@@ -3,13 +3,31 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import numpy as np
 
-from .timing import any_batch, flat_outputs
+from .timing import any_batch, cpu_info, flat_outputs
 
 CPU = "CPUExecutionProvider"
+
+
+def int8_sums_saturate_here() -> bool:
+    """True on an x86 CPU without an int8 dot product (VNNI, AMX): ONNX Runtime's fused u8 x s8 kernels there
+    (VPMADDUBSW, as ONNX Runtime's quantization docs say) add pairs of products into 16 bits, which saturate where
+    a layer reads large activations with large weights (an image stem). ARM CPUs, VNNI and TensorRT sum exactly."""
+    _, flags = cpu_info()
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    return x86 and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+def as_written(options):
+    """`options` (ort.SessionOptions) set to run each Q/DQ node as written around float ops: exact sums."""
+    import onnxruntime as ort
+
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return options
 
 
 class OrtSession:
