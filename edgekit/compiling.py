@@ -137,9 +137,11 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
                         recovered = _recover(ws, tgt.name, Path(tmp), calib_set, pre, source, build, float_layers,
                                              budget, drop, log)
                         drop = None  # the folder now holds a recovery attempt: the search builds again
-                fb = fallback.search(build, sensitivity_ranking(ws), budget, start=float_layers,
-                                     start_drop=drop)
+                ranking = sensitivity_ranking(ws)
+                fb = fallback.search(build, ranking, budget, start=float_layers, start_drop=drop)
                 fb["recovery"] = recovered
+                if fb["met"] and float_layers:
+                    _prune_inherited(fb, build, float_layers, ranking, budget, tgt.name, log)
             log(fallback.describe(tgt.name, fb))
         seconds = time.perf_counter() - t0
         result, validation = built["result"], built["validation"]
@@ -175,6 +177,23 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
                                             "eval_key": stage_keys.workspace_eval_key(manifest)}}
         stage.commit({"targets": targets}, {"options": options}, replace_dir=rel)
     return info
+
+
+def _prune_inherited(fb: dict, build, inherited: list[str], ranking: list[str], budget: fallback.Budget, name: str,
+                     log) -> None:
+    """Quantize chose its float layers by measuring the portable model in ONNX Runtime on this host; a target's own
+    runtime may not need them all (another kernel library, another ISA: on x86 CPUs without VNNI, ORT's u8 x s8
+    kernels saturate 16-bit sums where a device's int8 kernels do not). Each one is tried back in int8 on this
+    target, least sensitive first, and stays int8 when the budget still holds: every float layer costs speed on the
+    device. Costs one build and check per inherited layer (and one more when the last try was not kept)."""
+    order = {n: i for i, n in enumerate(ranking)}
+    candidates = sorted((n for n in inherited if n in fb["float_layers"]),
+                        key=lambda n: order.get(n, -1), reverse=True)
+    log(f"{name}: trying quantize's {len(candidates)} float layer(s) back in int8, one at a time")
+    pruned = fallback.prune(build, fb["float_layers"], candidates, budget, fb["drop_points"])
+    back = [s["int8_again"] for s in pruned["steps"] if s["kept"]]
+    log(f"{name}: {len(back)} of them int8 again, {budget.unit} {budget.amount(pruned['drop_points'])}")
+    fb.update(float_layers=pruned["float_layers"], drop_points=pruned["drop_points"], pruned=pruned["steps"])
 
 
 def _recover(ws: Workspace, name: str, tmp: Path, calib_set, pre, source: dict, build, float_layers,

@@ -147,6 +147,24 @@ def search(build: Callable[[list[str]], float], ranking: list[str], budget: Budg
             "float_layers": kept, "drop_points": drop, "initial_drop_points": steps[0]["drop_points"], "steps": steps}
 
 
+def prune(build: Callable[[list[str]], float], kept: list[str], candidates: list[str], budget: Budget,
+          drop: float) -> dict:
+    """Give each of `candidates` (layers in `kept`, in the order to try) back to int8, one at a time, keeping every
+    change after which the budget still holds. `build` and `drop` are as in `search`; the folder is left holding
+    the artifact of the returned layers (built once more when the last trial was not kept)."""
+    steps, last = [], list(kept)
+    for layer in candidates:
+        trial = [n for n in kept if n != layer]
+        d = build(trial)
+        last = trial
+        steps.append({"int8_again": layer, "drop_points": d, "kept": d <= budget.points})
+        if d <= budget.points:
+            kept, drop = trial, d
+    if last != kept:
+        drop = build(kept)
+    return {"float_layers": list(kept), "drop_points": drop, "steps": steps}
+
+
 def recovery_first(attempt: Callable[[str], float | None], methods, budget: Budget, drop: float, log=print) -> dict:
     """Try each recovery method in order (`attempt(method)` builds the all-int8 artifact from that method's adjusted
     graph and returns its drop, or None when the method cannot run here) until one meets `budget`. The record says

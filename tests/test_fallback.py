@@ -330,3 +330,29 @@ def test_a_layer_is_ranked_with_its_fused_activation(quantized_workspace, tmp_pa
     q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == conv_out)
     zero_point = next(numpy_helper.to_array(i) for i in model.graph.initializer if i.name == q.input[2])
     assert int(zero_point) == -128, "the output range starts at 0: the Relu's, not the Conv's"
+
+
+def test_compile_gives_back_to_int8_the_float_layers_its_target_does_not_need(tmp_path, outlier_model, calib_small):
+    """quantize picks its float layers in ONNX Runtime on this host, for its own budget; a target checked on its own
+    runtime, here against a looser budget, needs fewer. compile tries each inherited layer back in int8, least
+    sensitive first, and keeps it there when the budget still holds: the artifact it writes is the pruned one."""
+    model, eval_npz = outlier_model
+    ws = tmp_path / "ws"
+    result = invoke(*quantize_args(model, calib_small, eval_npz, ws, "--min-agreement", 100))
+    assert result.exit_code == 0, result.output
+    inherited = json.loads((ws / "manifest.json").read_text())["float_layers"]
+    assert len(inherited) >= 2, "the strict budget keeps several layers in float"
+    result = invoke("compile", "--target", "openvino", "--workdir", ws, "--max-drop", 5, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)["openvino"]
+    fb = info["details"]["fallback"]
+    ranking = [r["node"] for r in json.loads((ws / "sensitivity.json").read_text())["layers"]]
+    assert [s["int8_again"] for s in fb["pruned"]] == sorted(inherited, key=ranking.index, reverse=True)
+    assert fb["met"] and set(fb["float_layers"]) < set(inherited), "at least one layer back in int8"
+    assert all(s["kept"] == (s["drop_points"] <= 5) for s in fb["pruned"])
+    # What was written is the pruned artifact, checked: its own validation is within the budget.
+    assert info["details"]["float_layers"] == fb["float_layers"]
+    v = info["validation"]
+    drop = 100 * (v["reference_top1"] - v["top1"])
+    assert drop == pytest.approx(fb["drop_points"], abs=1e-3) and drop <= 5
+    assert "int8 again" in result.stderr
