@@ -54,7 +54,7 @@ def choose_method(fp32_path: Path, images: ImageSet, pre: Preprocess, seed: int,
     def score(source: Path, out: Path, method: str) -> dict:
         cal = calibrate(source, fit, pre, method)
         build(source, out, cal)
-        y = OrtModel(out, threads)(x)
+        y = OrtModel(out, threads, exact_int8=True)(x)
         if logits:
             result = {"agreement": metrics.agreement(layout.primary(y), layout.primary(ref))}
         else:

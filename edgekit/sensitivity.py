@@ -56,7 +56,7 @@ def layer_sensitivity(fp32_path: Path, x: np.ndarray, quantize_only: Callable[[P
         for name, op in quantizable_nodes(model):
             out = Path(tmp) / f"{len(rows)}.onnx"
             quantize_only(fp32_path, out, layer_nodes(model, name))
-            y = OrtModel(out, threads)(x)
+            y = OrtModel(out, threads, exact_int8=True)(x)
             rows.append({"node": name, "op_type": op, "mse": float(np.mean((y - ref) ** 2)), "sqnr_db": sqnr_db(y, ref)})
     # Lowest SQNR first; a layer whose quantization changes nothing (None) is the least sensitive.
     return sorted(rows, key=lambda r: math.inf if r["sqnr_db"] is None else r["sqnr_db"])

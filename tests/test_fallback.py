@@ -133,7 +133,7 @@ def test_min_agreement_is_met_on_disagreement_with_fp32(tmp_path, outlier_model,
     assert fb["measure"] == "agreement" and fb["budget_points"] == BUDGET and fb["met"]
     assert fb["initial_drop_points"] > 2 and 1 <= len(fb["float_layers"]) < 6
     # The measure is the int8 model's disagreement with fp32 on the eval images, not its top-1 drop.
-    assert fb["drop_points"] == pytest.approx(100 * (1 - report["int8"]["agreement"]))
+    assert fb["drop_points"] == pytest.approx(100 * (1 - report["int8"]["agreement"]), abs=1e-3)  # 4 decimals
     assert report["int8"]["agreement"] >= 1 - BUDGET / 100
     assert f"within --min-agreement {100 - BUDGET:g}" in result.stderr
     manifest = json.loads((ws / "manifest.json").read_text())

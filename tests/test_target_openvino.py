@@ -127,3 +127,29 @@ def test_a_graph_that_bakes_the_batch_in_keeps_it_and_the_runner_pads(tmp_path):
     ov.save_model(model, tmp_path / "model.fp32.xml", compress_to_fp16=False)
     images = np.random.default_rng(0).standard_normal((7, 1, 28, 28)).astype(np.float32)
     np.testing.assert_array_equal(OpenVINOTarget().runner(tmp_path, "fp32")(images), images.reshape(7, 784))
+
+
+def test_the_first_layer_gets_7_bit_weights(quantized_workspace, tmp_path):
+    """NNCF's default OverflowFix.FIRST_LAYER: the layer that reads the image has weights in -64..64, so that CPUs
+    without VNNI (16-bit pair sums) cannot saturate on it; every other layer keeps the full int8 range."""
+    from onnx import numpy_helper
+
+    from edgekit.calibration import Calibration
+    from edgekit.targets.openvino_qdq import build_openvino_qdq, first_layer_weights
+
+    fp32 = onnx.load(str(quantized_workspace / "model.fp32.onnx"))
+    first = first_layer_weights(fp32)
+    stem = next(n for n in fp32.graph.node if n.op_type == "Conv")
+    assert first == [stem.input[1]]
+    out = tmp_path / "ov.qdq.onnx"
+    build_openvino_qdq(quantized_workspace / "model.fp32.onnx", out, Calibration.load(
+        quantized_workspace / "calibration.json"), [])
+    model = onnx.load(str(out))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    ranges = {}
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        dq = producer[conv.input[1]]
+        ranges[conv.name] = int(np.abs(inits[dq.input[0]].astype(int)).max())
+    assert ranges[stem.name] in range(60, 65)
+    assert all(r == 127 for name, r in ranges.items() if name != stem.name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .ort_session import CPU, OrtSession, as_written, int8_sums_saturate_here
+from .ort_session import CPU, OrtSession
 
 RUNTIME_MODULE = "onnxruntime"
 XNNPACK = "XnnpackExecutionProvider"
@@ -20,12 +20,6 @@ class ArmModel(OrtSession):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        # The int8 model checked on an x86 CPU whose int8 kernels saturate (int8_sums_saturate_here) would show
-        # that CPU's errors, not the ARM device's: there it runs as written (exact sums; slower, and a host proxy's
-        # timing says so in its runtime).
-        exact = which == "int8" and int8_sums_saturate_here()
-        if exact:
-            as_written(opts)
         if XNNPACK in ort.get_available_providers():
             # XNNPACK runs its own thread pool; ORT's XNNPACK page recommends a one-thread, non-spinning ORT pool
             # beside it so the two do not fight over cores.
@@ -36,9 +30,9 @@ class ArmModel(OrtSession):
             if threads:
                 opts.intra_op_num_threads = threads
             providers = [CPU]
-        super().__init__(path, providers=providers, options=opts)
-        if exact:
-            self.runtime += ", Q/DQ as written (this x86 CPU's int8 kernels saturate)"
+        # On an x86 CPU whose int8 kernels saturate, the int8 model is checked as written (exact sums, as an ARM
+        # CPU computes; slower, and a host proxy's timing says so in its runtime), not with that CPU's errors.
+        super().__init__(path, providers=providers, options=opts, exact_int8=which == "int8")
 
 
 def open_model(path: Path, which: str, threads: int = 0, options: dict | None = None) -> ArmModel:

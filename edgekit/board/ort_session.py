@@ -36,16 +36,24 @@ class OrtSession:
     emulated = False
     precision_hint = None
 
-    def __init__(self, path: Path, threads: int = 0, providers: list | None = None, options=None) -> None:
+    def __init__(self, path: Path, threads: int = 0, providers: list | None = None, options=None,
+                 exact_int8: bool = False) -> None:
+        """exact_int8: a Q/DQ model whose accuracy is being measured for devices that sum int8 products exactly;
+        on a CPU whose fused kernels do not (int8_sums_saturate_here) it then runs as written."""
         import onnxruntime as ort
 
         if options is None:
             options = ort.SessionOptions()
             if threads:
                 options.intra_op_num_threads = threads
+        exact = exact_int8 and int8_sums_saturate_here()
+        if exact:
+            as_written(options)
         self.session = ort.InferenceSession(str(path), options, providers=providers or [CPU])
         self.providers = self.session.get_providers()
         self.runtime = f"ONNX Runtime ({', '.join(p.replace('ExecutionProvider', ' EP') for p in self.providers)})"
+        if exact:
+            self.runtime += ", Q/DQ as written (this x86 CPU's int8 kernels saturate)"
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None

@@ -57,8 +57,44 @@ def build_openvino_qdq(fp32_onnx: Path, out: Path, cal, float_layers: list[str])
     with tempfile.TemporaryDirectory(prefix="edgekit-ovqdq-") as tmp:
         named = Path(tmp) / "model.fp32.onnx"
         onnx.save(model, str(named))
+        # 7-bit weights where the image comes in: see first_layer_weights.
+        overrides = {w: [{"reduce_range": True}] for w in first_layer_weights(model)}
         return quantize_qdq(
             named, out, cal, nodes_to_exclude=[*float_layers, *activation_muls(model)],
             activation_type=QuantType.QUInt8,
-            extra_options={"OpTypesToExcludeOutputQuantization": NO_OUTPUT_QUANTIZATION},
+            extra_options={"OpTypesToExcludeOutputQuantization": NO_OUTPUT_QUANTIZATION,
+                           "TensorQuantOverrides": overrides},
         )
+
+
+# Layers whose weights are the second operand of the int8 dot product.
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def first_layer_weights(model: onnx.ModelProto) -> list[str]:
+    """The weight initializers of the first weighted layers (those reached from the graph input through no other
+    weighted layer): they get 7-bit weights (ORT's reduce_range, -64..64), NNCF's default OverflowFix.FIRST_LAYER.
+
+    Intel CPUs before VNNI (SSE, AVX2, AVX-512 without VNNI) and AMD's before Zen 4 add pairs of u8 x s8 products
+    into 16 bits, which saturate when large activations meet large weights (OpenVINO's "Saturation (overflow) issue
+    workaround" page). The first layer reads the image, whose u8 codes span the whole 0..255 range, so it is where
+    it bites; with |w| <= 64 a pair is at most 2 x 255 x 64 < 32767. The IR cannot know the CPU it will run on,
+    and the rest of the network keeps 8-bit weights (post-ReLU activations seldom fill their range)."""
+    graph = model.graph
+    inits = {t.name for t in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    weights, seen = [], set()
+    frontier = [i.name for i in graph.input if i.name not in inits]
+    while frontier:
+        for node in consumers.get(frontier.pop(), []):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op_type in WEIGHTED and len(node.input) > 1 and node.input[1] in inits:
+                weights.append(node.input[1])
+            else:
+                frontier.extend(node.output)
+    return weights
