@@ -33,9 +33,9 @@ def cpu_without_dot_product() -> list[str]:
     if environment().get("int8_dot_product"):
         return []
     return ["this CPU has no int8 dot-product instructions (AVX-512 VNNI / AVX-VNNI / AMX / NEON dot product): int8 "
-            "may run no faster, or slower, than fp32 here, and on x86 ONNX Runtime's int8 kernels saturate 16-bit sums, "
-            "so int8 measured in ONNX Runtime here can be less accurate than on the device (compile checks arm and "
-            "jetson with exact sums); bench on the target device (--remote)"]
+            "may run no faster, or slower, than fp32 here, and on x86 ONNX Runtime's int8 kernels saturate 16-bit sums "
+            "(edgekit measures ONNX models as written here, with exact sums, as devices compute them; ORT's own "
+            "kernels on this CPU would lose more); bench on the target device (--remote)"]
 
 
 # The layer kinds that carry a CNN's compute (ONNX names, and OpenVINO's runtime names for them). Cheap ops
