@@ -207,7 +207,7 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
         log(sensitivity.describe(sens))
         fb = None
         if budget is not None:
-            fb = fallback_search(src, int8_path, cal, logits, layout, labels, eval_set, pre, opts, sens, budget)
+            fb = fallback_search(src, int8_path, cal, logits, layout, labels, eval_set, pre, opts, sens, budget, log)
             fb["recovery"] = recovered
             log(fallback.describe("int8", fb))
         report = build_report(loaded, pre, cal, check, logits, layout, labels, eval_set, eval_label,
@@ -308,19 +308,30 @@ def recovery_fallback(fp32_path: Path, adjusted: Path, int8_path: Path, calib_se
 
 def fallback_search(fp32_path: Path, int8_path: Path, cal: Calibration, logits: dict[str, np.ndarray], layout,
                     labels, eval_set: ImageSet, pre, opts: QuantizeOptions, sens: list[dict],
-                    budget: fallback.Budget) -> dict:
-    """Rebuild model.int8.onnx with the most sensitive layers excluded until the drop fits; logits["int8"] ends
+                    budget: fallback.Budget, log=print) -> dict:
+    """Rebuild model.int8.onnx with the most sensitive layers excluded until the drop fits, then try each of those
+    layers back in int8 (the greedy search can add a layer that a later one made unnecessary); logits["int8"] ends
     up the final model's."""
+    all_int8 = logits["int8"]  # the all-int8 model is already built and evaluated
 
     def build(float_layers: list[str]) -> float:
-        if float_layers:  # the all-int8 model is already built and evaluated
+        if float_layers or logits["int8"] is not all_int8:
             quantize_qdq(fp32_path, int8_path, cal, float_layers)
+            logits["int8"] = all_int8
+        if float_layers:
             exact = OrtModel(int8_path, opts.threads, exact_int8=True)
             logits["int8"] = run_models({"int8": exact}, eval_set, pre, opts.batch,
                                         f"evaluating int8, {len(float_layers)} layer(s) in float")["int8"]
         return budget.drop(layout.primary(logits["int8"]), layout.primary(logits["fp32"]), labels)
 
-    return fallback.search(build, [r["node"] for r in sens], budget)
+    ranking = [r["node"] for r in sens]
+    fb = fallback.search(build, ranking, budget)
+    if fb["met"] and len(fb["float_layers"]) > 1:
+        kept = fb["float_layers"]
+        log(f"  trying the {len(kept)} float layers back in int8, one at a time")
+        pruned = fallback.prune(build, kept, sorted(kept, key=ranking.index, reverse=True), budget, fb["drop_points"])
+        fb.update(float_layers=pruned["float_layers"], drop_points=pruned["drop_points"], pruned=pruned["steps"])
+    return fb
 
 
 def build_report(loaded, pre, cal: Calibration, check, logits: dict[str, np.ndarray], layout, labels,
