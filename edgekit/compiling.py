@@ -181,11 +181,11 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
 
 def _prune_inherited(fb: dict, build, inherited: list[str], ranking: list[str], budget: fallback.Budget, name: str,
                      log) -> None:
-    """Quantize chose its float layers by measuring the portable model in ONNX Runtime on this host; a target's own
-    runtime may not need them all (another kernel library, another ISA: on x86 CPUs without VNNI, ORT's u8 x s8
-    kernels saturate 16-bit sums where a device's int8 kernels do not). Each one is tried back in int8 on this
-    target, least sensitive first, and stays int8 when the budget still holds: every float layer costs speed on the
-    device. Costs one build and check per inherited layer (and one more when the last try was not kept)."""
+    """Quantize chose its float layers on the portable model in ONNX Runtime, for its own budget; a target's own
+    runtime (OpenVINO's, LiteRT's, TensorRT's kernels, its own Q/DQ placement) or a looser compile budget may not
+    need them all. Each one is tried back in int8 on this target, least sensitive first, and stays int8 when the
+    budget still holds: every float layer costs speed on the device. Costs one build and check per inherited layer
+    (and one more when the last try was not kept)."""
     order = {n: i for i, n in enumerate(ranking)}
     candidates = sorted((n for n in inherited if n in fb["float_layers"]),
                         key=lambda n: order.get(n, -1), reverse=True)

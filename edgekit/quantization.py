@@ -315,13 +315,14 @@ def fallback_search(fp32_path: Path, int8_path: Path, cal: Calibration, logits: 
     all_int8 = logits["int8"]  # the all-int8 model is already built and evaluated
 
     def build(float_layers: list[str]) -> float:
-        if float_layers or logits["int8"] is not all_int8:
-            quantize_qdq(fp32_path, int8_path, cal, float_layers)
-            logits["int8"] = all_int8
         if float_layers:
+            quantize_qdq(fp32_path, int8_path, cal, float_layers)
             exact = OrtModel(int8_path, opts.threads, exact_int8=True)
             logits["int8"] = run_models({"int8": exact}, eval_set, pre, opts.batch,
                                         f"evaluating int8, {len(float_layers)} layer(s) in float")["int8"]
+        elif logits["int8"] is not all_int8:  # the second pass came back to every layer int8: rebuild, known logits
+            quantize_qdq(fp32_path, int8_path, cal)
+            logits["int8"] = all_int8
         return budget.drop(layout.primary(logits["int8"]), layout.primary(logits["fp32"]), labels)
 
     ranking = [r["node"] for r in sens]
