@@ -25,6 +25,7 @@ from pathlib import Path
 
 import onnx
 
+from ..qdq_rules import QdqGraph
 from .openvino_graph import gated_products
 
 # Element-wise functions OpenVINO's CPU plugin computes only in float (HardSigmoid runs as a reference kernel).
@@ -80,20 +81,15 @@ def first_layer_weights(model: onnx.ModelProto) -> list[str]:
     workaround" page). The first layer reads the image, whose u8 codes span the whole 0..255 range, so it is where
     it bites; with |w| <= 64 a pair is at most 2 x 255 x 64 < 32767. The IR cannot know the CPU it will run on,
     and the rest of the network keeps 8-bit weights (post-ReLU activations seldom fill their range)."""
-    graph = model.graph
-    inits = {t.name for t in graph.initializer}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    g = QdqGraph(model)
     weights, seen = [], set()
-    frontier = [i.name for i in graph.input if i.name not in inits]
+    frontier = [i.name for i in model.graph.input if i.name not in g.init]
     while frontier:
-        for node in consumers.get(frontier.pop(), []):
+        for node in g.consumers.get(frontier.pop(), []):
             if id(node) in seen:
                 continue
             seen.add(id(node))
-            if node.op_type in WEIGHTED and len(node.input) > 1 and node.input[1] in inits:
+            if node.op_type in WEIGHTED and len(node.input) > 1 and node.input[1] in g.init:
                 weights.append(node.input[1])
             else:
                 frontier.extend(node.output)
