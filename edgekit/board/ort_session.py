@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from .timing import any_batch, cpu_info, flat_outputs
 CPU = "CPUExecutionProvider"
 
 
+@functools.lru_cache(maxsize=None)  # read /proc/cpuinfo once, not per session (sensitivity opens one per layer)
 def int8_sums_saturate_here() -> bool:
     """True on an x86 CPU without an int8 dot product (VNNI, AMX): ONNX Runtime's fused u8 x s8 kernels there
     (VPMADDUBSW, as ONNX Runtime's quantization docs say) add pairs of products into 16 bits, which saturate where
