@@ -186,14 +186,9 @@ def _prune_inherited(fb: dict, build, inherited: list[str], ranking: list[str], 
     need them all. Each one is tried back in int8 on this target, least sensitive first, and stays int8 when the
     budget still holds: every float layer costs speed on the device. Costs one build and check per inherited layer
     (and one more when the last try was not kept)."""
-    order = {n: i for i, n in enumerate(ranking)}
-    candidates = sorted((n for n in inherited if n in fb["float_layers"]),
-                        key=lambda n: order.get(n, -1), reverse=True)
-    log(f"{name}: trying quantize's {len(candidates)} float layer(s) back in int8, one at a time")
-    pruned = fallback.prune(build, fb["float_layers"], candidates, budget, fb["drop_points"])
-    back = [s["int8_again"] for s in pruned["steps"] if s["kept"]]
-    log(f"{name}: {len(back)} of them int8 again, {budget.unit} {budget.amount(pruned['drop_points'])}")
-    fb.update(float_layers=pruned["float_layers"], drop_points=pruned["drop_points"], pruned=pruned["steps"])
+    log(f"{name}: trying quantize's {len(inherited)} float layer(s) back in int8, one at a time")
+    back = fallback.give_back(fb, build, inherited, ranking, budget)
+    log(f"{name}: {len(back)} of them int8 again, {budget.unit} {budget.amount(fb['drop_points'])}")
 
 
 def _recover(ws: Workspace, name: str, tmp: Path, calib_set, pre, source: dict, build, float_layers,

@@ -165,6 +165,18 @@ def prune(build: Callable[[list[str]], float], kept: list[str], candidates: list
     return {"float_layers": list(kept), "drop_points": drop, "steps": steps}
 
 
+def give_back(record: dict, build: Callable[[list[str]], float], candidates: list[str], ranking: list[str],
+              budget: Budget) -> list[str]:
+    """`prune` on a met `search` record: `candidates` (of its float layers) tried back in int8 least sensitive first
+    (the end of `ranking`), the record updated to the result ("pruned": the steps). Returns the layers given back."""
+    order = {n: i for i, n in enumerate(ranking)}
+    tries = sorted((n for n in candidates if n in record["float_layers"]), key=lambda n: order.get(n, -1),
+                   reverse=True)
+    pruned = prune(build, record["float_layers"], tries, budget, record["drop_points"])
+    record.update(float_layers=pruned["float_layers"], drop_points=pruned["drop_points"], pruned=pruned["steps"])
+    return [s["int8_again"] for s in pruned["steps"] if s["kept"]]
+
+
 def recovery_first(attempt: Callable[[str], float | None], methods, budget: Budget, drop: float, log=print) -> dict:
     """Try each recovery method in order (`attempt(method)` builds the all-int8 artifact from that method's adjusted
     graph and returns its drop, or None when the method cannot run here) until one meets `budget`. The record says

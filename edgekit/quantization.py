@@ -328,10 +328,8 @@ def fallback_search(fp32_path: Path, int8_path: Path, cal: Calibration, logits: 
     ranking = [r["node"] for r in sens]
     fb = fallback.search(build, ranking, budget)
     if fb["met"] and len(fb["float_layers"]) > 1:
-        kept = fb["float_layers"]
-        log(f"  trying the {len(kept)} float layers back in int8, one at a time")
-        pruned = fallback.prune(build, kept, sorted(kept, key=ranking.index, reverse=True), budget, fb["drop_points"])
-        fb.update(float_layers=pruned["float_layers"], drop_points=pruned["drop_points"], pruned=pruned["steps"])
+        log(f"  trying the {len(fb['float_layers'])} float layers back in int8, one at a time")
+        fallback.give_back(fb, build, fb["float_layers"], ranking, budget)
     return fb
 
 
