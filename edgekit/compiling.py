@@ -98,12 +98,15 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
         built: dict = {}
         source: dict = {}  # compile's own accuracy recovery, when it ran one: {"graph": path, "calibration": path}
 
+        def context(float_layers: list[str]) -> CompileContext:
+            return CompileContext(ws.root, out_dir, manifest, pre, calib_set, dict(options), log, list(float_layers),
+                                  source.get("graph"), source.get("calibration"))
+
         def build(float_layers: list[str]) -> float:
             shutil.rmtree(out_dir, ignore_errors=True)  # a fallback step starts from an empty folder
             interrupt.stop_if_exiting()  # after Ctrl-C, parents=True would recreate the removed staging folder
             out_dir.mkdir(parents=True)
-            ctx = CompileContext(ws.root, out_dir, manifest, pre, calib_set, dict(options), log, list(float_layers),
-                                 source.get("graph"), source.get("calibration"))
+            ctx = context(float_layers)
             # Toolkits print progress bars on stdout (NNCF does); stdout belongs to the table or --json.
             with contextlib.redirect_stdout(sys.stderr):
                 built["result"] = tgt.compile(ctx)
@@ -138,6 +141,9 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
                                              budget, drop, log)
                         drop = None  # the folder now holds a recovery attempt: the search builds again
                 ranking = sensitivity_ranking(ws)
+                # A target whose runtime here adds error the ranking cannot see reorders it (openvino's clipping sums).
+                if hasattr(tgt, "fallback_ranking"):
+                    ranking = tgt.fallback_ranking(context(float_layers), ranking)
                 fb = fallback.search(build, ranking, budget, start=float_layers, start_drop=drop)
                 fb["recovery"] = recovered
                 if fb["met"] and float_layers:

@@ -23,6 +23,7 @@ from collections import defaultdict
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 
 from .. import interrupt
 from ..errors import EdgekitError
@@ -114,6 +115,22 @@ class OpenVINOTarget:
             },
         )
 
+    def fallback_ranking(self, ctx: CompileContext, ranking: list[str]) -> list[str]:
+        """The order the accuracy fallback tries layers in float. On a CPU whose int8 sums clip (no VNNI: see
+        openvino_overflow.py) the layers of the IR whose 16-bit pair sums clip go first, worst first: their error is
+        this CPU's, which the sensitivity ranking (exact sums) does not see, and OpenVINO here runs the artifact the
+        budget is checked on. Elsewhere the ranking stands. The qdq source only: NNCF places its own Q/DQ."""
+        from ..board.ort_session import int8_sums_saturate_here
+
+        source = ctx.options.get("openvino_source") or DEFAULT_SOURCE
+        if source != "qdq" or not int8_sums_saturate_here():
+            return ranking
+        clipping = _clipping_layers(ctx)
+        if clipping:
+            ctx.log(f"openvino: {len(clipping)} layer(s) whose int8 sums clip on this CPU (no VNNI) go first in the "
+                    f"float search, worst first: {', '.join(list(clipping)[:3])}{', ...' if len(clipping) > 3 else ''}")
+        return [*clipping, *(name for name in ranking if name not in clipping)]
+
     def pairs(self, target_dir: Path, local: bool = True) -> list[ArtifactPair]:
         return [ArtifactPair("main", "int8", "fp32", dict(FILES), "openvino_board", self.runtime)]
 
@@ -169,6 +186,23 @@ def _openvino_qdq(ctx: CompileContext, notes: list[str], rewrites: dict[str, int
         path = Path(tmp) / "model.int8.onnx"
         build_openvino_qdq(ctx.int8_source, path, Calibration.load(ctx.calibration_json), list(ctx.float_layers))
         return _convert_tuned(path, notes, rewrites)
+
+
+def _clipping_layers(ctx: CompileContext) -> dict[str, float]:
+    """openvino_overflow.clipping_layers of the IR's QDQ model (ctx.float_layers in float), worst first, on a few
+    calibration images spread over the sample."""
+    from ..calibration import Calibration
+    from .openvino_overflow import IMAGES, clipping_layers
+    from .openvino_qdq import build_openvino_qdq
+
+    ctx.log("openvino: finding the layers whose int8 sums clip on CPUs without VNNI")
+    images = ctx.calib_images
+    picks = np.linspace(0, len(images) - 1, min(IMAGES, len(images))).round().astype(int)
+    with tempfile.TemporaryDirectory(prefix="edgekit-ov-") as tmp:
+        path = Path(tmp) / "model.int8.onnx"
+        build_openvino_qdq(ctx.int8_source, path, Calibration.load(ctx.calibration_json), list(ctx.float_layers))
+        found = clipping_layers(path, [images.load(int(i), ctx.preprocess)[None] for i in picks])
+    return dict(sorted(found.items(), key=lambda item: item[1]))
 
 
 def ignored_names(model, onnx_nodes: list[str]) -> list[str]:
