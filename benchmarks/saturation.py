@@ -8,6 +8,13 @@ where a layer reads large values with large weights; ARM CPUs, VNNI and TensorRT
 columns is what such a CPU adds (edgekit's arm and jetson checks use the exact sums there: docs/compile.md).
 
     python benchmarks/saturation.py WORKSPACE     # e.g. /tmp/edgekit-bench/ws-lite2 (benchmarks/compare_runtimes.py)
+
+With --openvino, the openvino target's QDQ model (the workspace's float layers kept) is analysed as the target's
+float search does on such a CPU (edgekit/targets/openvino_overflow.py: the layers whose 16-bit pair sums clip, worst
+first), and OpenVINO's agreement on this CPU is measured for the two cures: 7-bit weights on every layer that clips
+(NNCF's OverflowFix, applied where it is needed) and the K worst of them kept in float.
+
+    python benchmarks/saturation.py WORKSPACE --openvino --float-worst 0,2,4,6
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ def run(path: Path, images, pre, optimize: bool) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workspace", type=Path)
+    parser.add_argument("--openvino", action="store_true", help="the openvino target's clipping layers and cures")
+    parser.add_argument("--float-worst", default="0,2,4,6", help="K values: the K worst clipping layers in float")
     args = parser.parse_args()
 
     from edgekit.board.ort_session import int8_sums_saturate_here
@@ -60,6 +69,60 @@ def main() -> None:
         for optimize, name in ((True, "ORT fused int8 kernels"), (False, "graph as written (exact sums)")):
             agreement = (run(int8, eval_set, pre, optimize).argmax(1) == reference).mean()
             print(f"{name:32s} agreement with fp32 {100 * agreement:.1f} % ({len(eval_set)} eval images)")
+    if args.openvino:
+        openvino_cures(ws, manifest, pre, eval_set, reference, [int(k) for k in args.float_worst.split(",")])
+
+
+def openvino_cures(ws: Path, manifest: dict, pre, eval_set, reference: np.ndarray, float_worst: list[int]) -> None:
+    import onnx
+    import openvino as ov
+
+    import edgekit.targets.openvino_qdq as openvino_qdq
+    from edgekit.calibration import Calibration
+    from edgekit.targets.openvino import _convert_tuned
+    from edgekit.targets.openvino_overflow import IMAGES, clipping_layers
+    from edgekit.workspace import workspace_images
+
+    source = ws / manifest.get("int8_source", "model.fp32.onnx")
+    cal = Calibration.load(ws / "calibration.json")
+    kept = list(manifest.get("float_layers", []))
+    calib, _, _ = workspace_images(manifest)
+    picks = np.linspace(0, len(calib) - 1, min(IMAGES, len(calib))).round().astype(int)
+    core = ov.Core()
+
+    def agreement(path: Path, exact: bool = False) -> float:
+        if exact:
+            out = run(path, eval_set, pre, False)
+        else:
+            compiled = core.compile_model(_convert_tuned(path, [], {}), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            out = np.concatenate([compiled(x)[compiled.outputs[0]] for x in eval_set.batches(pre, 25)])
+        return 100 * (out.argmax(1) == reference).mean()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / "plain.onnx"
+        openvino_qdq.build_openvino_qdq(source, plain, cal, kept)
+        clipping = sorted(clipping_layers(plain, [calib.load(int(i), pre)[None] for i in picks]).items(),
+                          key=lambda item: item[1])
+        print(f"openvino QDQ model, {len(kept)} float layer(s) kept from quantize: {len(clipping)} layer(s) clip "
+              f"(worst: {', '.join(f'{n} {db:.1f} dB' for n, db in clipping[:6])})")
+        print(f"  as built: OpenVINO {agreement(plain):.1f} %, exact sums {agreement(plain, True):.1f} %")
+        # 7-bit weights on the clipping layers: the same override the first layer gets (reduce_range).
+        first_layer = openvino_qdq.first_layer_weights
+        fp32_nodes = {n.name: n for n in onnx.load(str(source)).graph.node}
+        weights = [fp32_nodes[name].input[1] for name, _ in clipping]
+        openvino_qdq.first_layer_weights = lambda model: sorted({*first_layer(model), *weights})
+        seven = Path(tmp) / "seven.onnx"
+        try:
+            openvino_qdq.build_openvino_qdq(source, seven, cal, kept)
+        finally:
+            openvino_qdq.first_layer_weights = first_layer
+        print(f"  7-bit weights on all {len(clipping)}: OpenVINO {agreement(seven):.1f} %, "
+              f"exact sums {agreement(seven, True):.1f} %")
+        for k in float_worst:
+            if 0 < k <= len(clipping):
+                path = Path(tmp) / f"float{k}.onnx"
+                openvino_qdq.build_openvino_qdq(source, path, cal, kept + [name for name, _ in clipping[:k]])
+                print(f"  the {k} worst in float too: OpenVINO {agreement(path):.1f} %")
 
 
 if __name__ == "__main__":
