@@ -14,7 +14,7 @@ float search does on such a CPU (edgekit/targets/openvino_overflow.py: the layer
 first), and OpenVINO's agreement on this CPU is measured for the two cures: 7-bit weights on every layer that clips
 (NNCF's OverflowFix, applied where it is needed) and the K worst of them kept in float.
 
-    python benchmarks/saturation.py WORKSPACE --openvino --float-worst 0,2,4,6
+    python benchmarks/saturation.py WORKSPACE --openvino --float-worst 2,4,6
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workspace", type=Path)
     parser.add_argument("--openvino", action="store_true", help="the openvino target's clipping layers and cures")
-    parser.add_argument("--float-worst", default="0,2,4,6", help="K values: the K worst clipping layers in float")
+    parser.add_argument("--float-worst", default="2,4,6", help="K values: the K worst clipping layers in float")
     args = parser.parse_args()
 
     from edgekit.board.ort_session import int8_sums_saturate_here
@@ -109,7 +109,7 @@ def openvino_cures(ws: Path, manifest: dict, pre, eval_set, reference: np.ndarra
         # 7-bit weights on the clipping layers: the same override the first layer gets (reduce_range).
         first_layer = openvino_qdq.first_layer_weights
         fp32_nodes = {n.name: n for n in onnx.load(str(source)).graph.node}
-        weights = [fp32_nodes[name].input[1] for name, _ in clipping]
+        weights = [fp32_nodes[name].input[1] for name, _ in clipping if name in fp32_nodes]
         openvino_qdq.first_layer_weights = lambda model: sorted({*first_layer(model), *weights})
         seven = Path(tmp) / "seven.onnx"
         try:

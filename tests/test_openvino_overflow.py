@@ -56,6 +56,16 @@ def test_exact_pair_sums_are_the_convolution():
     assert overflow.pair_sum_error(codes, {**layer, "weight": np.clip(weight, -64, 64)})[1] == 0
 
 
+def test_a_fully_connected_layer_sums_its_rows():
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 256, (3, 7)).astype(np.int32)  # (tokens, in): three rows of one image
+    weight = rng.integers(-128, 128, (5, 7)).astype(np.int32)  # (out, in)
+    layer = {"weight": weight[:, :, None, None], "zero_point": 3, "pads": [0] * 4, "strides": [1, 1],
+             "dilations": [1, 1], "op": "Gemm"}
+    signal, _ = overflow.pair_sum_error(codes, layer)
+    assert signal == float((((codes - 3) @ weight.T).astype(np.float64) ** 2).sum())
+
+
 def test_the_layer_that_clips_is_found_and_the_one_that_cannot_is_not(tmp_path):
     _two_convs(tmp_path / "model.onnx")
     found = overflow.clipping_layers(tmp_path / "model.onnx", _images())

@@ -88,7 +88,8 @@ def _int8_layers(model: onnx.ModelProto) -> list[dict]:
         if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
             continue
         dq_x, dq_w = producer.get(node.input[0]), producer.get(node.input[1])
-        if not (dq_x and dq_w and dq_x.op_type == dq_w.op_type == "DequantizeLinear" and dq_w.input[0] in init):
+        if not (dq_x and dq_w and dq_x.op_type == dq_w.op_type == "DequantizeLinear" and dq_w.input[0] in init
+                and dq_x.input[0] not in init):  # an activation read as codes, int8 constant weights
             continue
         x_type = _elem_type(model, dq_x.input[0], init, producer)
         if x_type != onnx.TensorProto.UINT8:  # s8 x s8 has no VPMADDUBSW path to saturate
@@ -98,6 +99,8 @@ def _int8_layers(model: onnx.ModelProto) -> list[dict]:
         if node.op_type == "Conv":
             if attrs.get("group", 1) != 1:
                 continue  # depthwise / grouped: 32-bit sums in oneDNN
+        elif weight.ndim != 2:
+            continue  # a batched MatMul: not a fully-connected layer
         elif node.op_type == "MatMul" or not attrs.get("transB", 0):
             weight = weight.T  # (in, out) -> (out, in)
         if weight.ndim == 2:
@@ -134,12 +137,12 @@ def _pad_channels(weight: np.ndarray) -> np.ndarray:
 
 def pair_sum_error(codes: np.ndarray, layer: dict) -> tuple[float, float]:
     """(sum of squared exact accumulators, sum of squared differences the 16-bit pair sums make) for one image's
-    u8 codes (C, H, W), or (C,) for a Gemm/MatMul. Pairs are neighbouring input channels at one kernel tap, as
-    oneDNN's non-VNNI int8 kernels lay them out."""
+    u8 codes: (C, H, W) for a Conv, (..., C) for a Gemm/MatMul (each row a 1x1 "pixel"). Pairs are neighbouring
+    input channels at one kernel tap, as oneDNN's non-VNNI int8 kernels lay them out."""
     weight = _pad_channels(layer["weight"])
     out_ch, in_ch, kh, kw = weight.shape
-    if codes.ndim == 1:
-        codes = codes[:, None, None]
+    if layer.get("op", "Conv") != "Conv":
+        codes = codes.reshape(-1, codes.shape[-1]).T[:, :, None]
     zp = layer["zero_point"]
     top, left, bottom, right = layer["pads"]
     x = np.pad(codes, ((0, in_ch - codes.shape[0]), (top, bottom), (left, right)), constant_values=zp)
