@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
@@ -168,7 +169,7 @@ class Workspace:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = _lock_holder(fd)
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise EdgekitError(f"cannot lock {self.root / LOCK_FILE}: {e.strerror}",
@@ -357,3 +358,25 @@ def check_labels(images, num_classes: int, flag: str = "--eval", model: str = "m
     if max(images.labels) >= num_classes:
         raise EdgekitError(f"{flag} label {max(images.labels)} is out of range for a {num_classes}-class {model}",
                            f"check the labels in the {flag} data")
+
+
+def _lock_holder(fd: int, wait_s: float = 1.0) -> str:
+    """The pid the lock's holder wrote into the lock file. It writes it just after taking the lock, so a process
+    refused in between reads an empty file or an earlier holder's pid (seen in CI: "pid unknown"); it reads again
+    for up to `wait_s` until the file names a live process."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if (text.isdigit() and _alive(int(text))) or time.monotonic() > deadline:
+            return text or "unknown"
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True

@@ -253,3 +253,25 @@ def test_lock_file_is_not_a_foreign_file(tmp_path, tiny_model, calib_small, eval
     ws.mkdir()
     (ws / LOCK_FILE).write_text("12345\n")
     assert invoke(*quantize_args(tiny_model, calib_small, eval_npz_small, ws)).exit_code == 0
+
+
+def test_a_refused_process_waits_for_the_holder_to_write_its_pid(tmp_path):
+    """The holder writes its pid just after taking the lock; a process refused in that window reads the file again
+    rather than reporting "pid unknown" (a CI flake) or an earlier holder's pid."""
+    import os
+    import threading
+
+    from edgekit.workspace import _lock_holder
+
+    path = tmp_path / "lock"
+    path.write_text("999999999\n")  # an earlier holder, long gone
+    fd = os.open(path, os.O_RDWR)
+    try:
+        writer = threading.Timer(0.1, lambda: os.pwrite(fd, f"{os.getpid()}\n".ljust(10).encode(), 0))
+        writer.start()
+        assert _lock_holder(fd) == str(os.getpid())
+        writer.join()
+        os.ftruncate(fd, 0)
+        assert _lock_holder(fd, wait_s=0.05) == "unknown"
+    finally:
+        os.close(fd)
