@@ -80,14 +80,13 @@ def openvino_cures(ws: Path, manifest: dict, pre, eval_set, reference: np.ndarra
     import edgekit.targets.openvino_qdq as openvino_qdq
     from edgekit.calibration import Calibration
     from edgekit.targets.openvino import _convert_tuned
-    from edgekit.targets.openvino_overflow import IMAGES, clipping_layers
+    from edgekit.targets.openvino_overflow import clipping_layers, spread_sample
     from edgekit.workspace import workspace_images
 
     source = ws / manifest.get("int8_source", "model.fp32.onnx")
     cal = Calibration.load(ws / "calibration.json")
     kept = list(manifest.get("float_layers", []))
     calib, _, _ = workspace_images(manifest)
-    picks = np.linspace(0, len(calib) - 1, min(IMAGES, len(calib))).round().astype(int)
     core = ov.Core()
 
     def agreement(path: Path, exact: bool = False) -> float:
@@ -101,7 +100,7 @@ def openvino_cures(ws: Path, manifest: dict, pre, eval_set, reference: np.ndarra
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "plain.onnx"
         openvino_qdq.build_openvino_qdq(source, plain, cal, kept)
-        clipping = sorted(clipping_layers(plain, [calib.load(int(i), pre)[None] for i in picks]).items(),
+        clipping = sorted(clipping_layers(plain, spread_sample(calib, pre)).items(),
                           key=lambda item: item[1])
         print(f"openvino QDQ model, {len(kept)} float layer(s) kept from quantize: {len(clipping)} layer(s) clip "
               f"(worst: {', '.join(f'{n} {db:.1f} dB' for n, db in clipping[:6])})")

@@ -23,8 +23,6 @@ from collections import defaultdict
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
-
 from .. import interrupt
 from ..errors import EdgekitError
 from .base import ArtifactPair, CompileContext, CompileResult, Runner, open_on_board_module
@@ -192,16 +190,14 @@ def _clipping_layers(ctx: CompileContext) -> dict[str, float]:
     """openvino_overflow.clipping_layers of the IR's QDQ model (ctx.float_layers in float), worst first, on a few
     calibration images spread over the sample."""
     from ..calibration import Calibration
-    from .openvino_overflow import IMAGES, clipping_layers
+    from .openvino_overflow import clipping_layers, spread_sample
     from .openvino_qdq import build_openvino_qdq
 
     ctx.log("openvino: finding the layers whose int8 sums clip on CPUs without VNNI")
-    images = ctx.calib_images
-    picks = np.linspace(0, len(images) - 1, min(IMAGES, len(images))).round().astype(int)
     with tempfile.TemporaryDirectory(prefix="edgekit-ov-") as tmp:
         path = Path(tmp) / "model.int8.onnx"
         build_openvino_qdq(ctx.int8_source, path, Calibration.load(ctx.calibration_json), list(ctx.float_layers))
-        found = clipping_layers(path, [images.load(int(i), ctx.preprocess)[None] for i in picks])
+        found = clipping_layers(path, spread_sample(ctx.calib_images, ctx.preprocess))
     return dict(sorted(found.items(), key=lambda item: item[1]))
 
 

@@ -73,6 +73,12 @@ def clipping_layers(qdq_path: Path, images: list[np.ndarray]) -> dict[str, float
             if error[name] and sqnr_db(signal[name], error[name]) < MIN_SQNR_DB}
 
 
+def spread_sample(images, pre) -> list[np.ndarray]:
+    """IMAGES images of an ImageSet, spread over it, each preprocessed to (1, C, H, W): what clipping_layers reads."""
+    picks = np.linspace(0, len(images) - 1, min(IMAGES, len(images))).round().astype(int)
+    return [images.load(int(i), pre)[None] for i in picks]
+
+
 def sqnr_db(signal: float, error: float) -> float:
     return float("inf") if not error else 10 * np.log10(max(signal, 1e-30) / error)
 
