@@ -141,9 +141,6 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
                                              budget, drop, log)
                         drop = None  # the folder now holds a recovery attempt: the search builds again
                 ranking = sensitivity_ranking(ws)
-                # A target whose runtime here adds error the ranking cannot see reorders it (openvino's clipping sums).
-                if hasattr(tgt, "fallback_ranking"):
-                    ranking = tgt.fallback_ranking(context(float_layers), ranking)
                 fb = fallback.search(build, ranking, budget, start=float_layers, start_drop=drop)
                 fb["recovery"] = recovered
                 if fb["met"] and float_layers:

@@ -131,10 +131,6 @@ class Target(Protocol):
         """Open an artifact of a compiled target folder by role: "int8" (the artifact), "fp32" (its reference), or
         another role a pair names."""
 
-    # Optional, looked up with hasattr: fallback_ranking(ctx, ranking) -> ranking, the order compile's accuracy
-    # fallback tries layers in float, for a target whose runtime here adds error that quantize's sensitivity
-    # ranking cannot see (openvino.py: int8 sums that clip on CPUs without VNNI).
-
 
 def open_on_board_module(module: str, path: Path, which: str, threads: int = 0, options: dict | None = None,
                          hint: str = "check the artifact and its runtime") -> Runner:

@@ -23,6 +23,8 @@ from collections import defaultdict
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
+
 from .. import interrupt
 from ..errors import EdgekitError
 from .base import ArtifactPair, CompileContext, CompileResult, Runner, open_on_board_module
@@ -81,6 +83,7 @@ class OpenVINOTarget:
         notes: list[str] = []
 
         rewrites: dict[str, int] = {}
+        headroom: dict = {}
         fp32 = _convert_tuned(ctx.fp32_onnx, notes, rewrites)
         _save(fp32, ctx.out_dir / FILES["fp32"])
         if source == "nncf":
@@ -89,7 +92,7 @@ class OpenVINOTarget:
             source_ir = fp32 if ctx.int8_source == ctx.fp32_onnx else _convert_tuned(ctx.int8_source, notes, {})
             int8 = _nncf_quantize(source_ir, ctx, NNCF_DEVICE[device])
         else:
-            int8 = _openvino_qdq(ctx, notes, rewrites)
+            int8 = _openvino_qdq(ctx, notes, rewrites, headroom)
         _save(int8, ctx.out_dir / FILES["int8"])
 
         # What actually runs in int8 is the plugin's decision, so read it off the compiled model, on the CPU
@@ -110,24 +113,10 @@ class OpenVINOTarget:
                 "fake_quantize_ops": sum(op.get_type_name() == "FakeQuantize" for op in int8.get_ops()),
                 "float_layers": list(ctx.float_layers),
                 "activation_rewrites": rewrites,
+                # Output channels whose weight ranges were widened so their 16-bit pair sums fit (qdq source).
+                "weight_headroom": headroom or None,
             },
         )
-
-    def fallback_ranking(self, ctx: CompileContext, ranking: list[str]) -> list[str]:
-        """The order the accuracy fallback tries layers in float. On a CPU whose int8 sums clip (no VNNI: see
-        openvino_overflow.py) the layers of the IR whose 16-bit pair sums clip go first, worst first: their error is
-        this CPU's, which the sensitivity ranking (exact sums) does not see, and OpenVINO here runs the artifact the
-        budget is checked on. Elsewhere the ranking stands. The qdq source only: NNCF places its own Q/DQ."""
-        from ..board.ort_session import int8_sums_saturate_here
-
-        source = ctx.options.get("openvino_source") or DEFAULT_SOURCE
-        if source != "qdq" or not int8_sums_saturate_here():
-            return ranking
-        clipping = _clipping_layers(ctx)
-        if clipping:
-            ctx.log(f"openvino: {len(clipping)} layer(s) whose int8 sums clip on this CPU (no VNNI) go first in the "
-                    f"float search, worst first: {', '.join(list(clipping)[:3])}{', ...' if len(clipping) > 3 else ''}")
-        return [*clipping, *(name for name in ranking if name not in clipping)]
 
     def pairs(self, target_dir: Path, local: bool = True) -> list[ArtifactPair]:
         return [ArtifactPair("main", "int8", "fp32", dict(FILES), "openvino_board", self.runtime)]
@@ -173,32 +162,33 @@ def _convert_tuned(onnx_path: Path, notes: list[str], rewrites: dict[str, int]):
         return _convert(tuned, notes)
 
 
-def _openvino_qdq(ctx: CompileContext, notes: list[str], rewrites: dict[str, int]):
-    """The workspace's ranges as a QDQ model placed for OpenVINO (openvino_qdq.py), converted to an OpenVINO model."""
+def _openvino_qdq(ctx: CompileContext, notes: list[str], rewrites: dict[str, int], headroom: dict):
+    """The workspace's ranges as a QDQ model placed for OpenVINO (openvino_qdq.py), converted to an OpenVINO model.
+
+    Built twice when some layer's 16-bit pair sums would clip on a CPU without VNNI (openvino_overflow.py): the first
+    build is run as written on a few calibration images, and the second widens the weight ranges of the output
+    channels whose pair sums passed 16 bits, just enough that they fit. The IR cannot know the CPU it will meet, so
+    this holds on every host; on a VNNI host it costs those channels a fraction of a bit. What was widened lands in
+    `headroom`."""
     from ..calibration import Calibration
+    from .openvino_overflow import weight_headroom, spread_sample
     from .openvino_qdq import build_openvino_qdq
 
     floats = f", {len(ctx.float_layers)} layer(s) in float" if ctx.float_layers else ""
     ctx.log(f"openvino: QDQ model from calibration.json, Q/DQ where OpenVINO runs int8{floats}")
+    cal = Calibration.load(ctx.calibration_json)
     with tempfile.TemporaryDirectory(prefix="edgekit-ov-") as tmp:
         path = Path(tmp) / "model.int8.onnx"
-        build_openvino_qdq(ctx.int8_source, path, Calibration.load(ctx.calibration_json), list(ctx.float_layers))
+        build_openvino_qdq(ctx.int8_source, path, cal, list(ctx.float_layers))
+        widen = weight_headroom(path, spread_sample(ctx.calib_images, ctx.preprocess))
+        if widen:
+            channels = sum(int((f > 1).sum()) for f in widen.values())
+            bits = max(float(np.log2(f.max())) for f in widen.values())
+            headroom.update(layers=len(widen), channels=channels, max_bits=round(bits, 2))
+            ctx.log(f"openvino: {len(widen)} layer(s) whose int8 pair sums pass 16 bits on CPUs without VNNI: the "
+                    f"weight ranges of {channels} output channel(s) widened to fit (at most {bits:.2f} bit)")
+            build_openvino_qdq(ctx.int8_source, path, cal, list(ctx.float_layers), widen)
         return _convert_tuned(path, notes, rewrites)
-
-
-def _clipping_layers(ctx: CompileContext) -> dict[str, float]:
-    """openvino_overflow.clipping_layers of the IR's QDQ model (ctx.float_layers in float), worst first, on a few
-    calibration images spread over the sample."""
-    from ..calibration import Calibration
-    from .openvino_overflow import clipping_layers, spread_sample
-    from .openvino_qdq import build_openvino_qdq
-
-    ctx.log("openvino: finding the layers whose int8 sums clip on CPUs without VNNI")
-    with tempfile.TemporaryDirectory(prefix="edgekit-ov-") as tmp:
-        path = Path(tmp) / "model.int8.onnx"
-        build_openvino_qdq(ctx.int8_source, path, Calibration.load(ctx.calibration_json), list(ctx.float_layers))
-        found = clipping_layers(path, spread_sample(ctx.calib_images, ctx.preprocess))
-    return dict(sorted(found.items(), key=lambda item: item[1]))
 
 
 def ignored_names(model, onnx_nodes: list[str]) -> list[str]:

@@ -10,16 +10,19 @@ output, a residual sum): its u8 zero point is 128, so the codes sit near 128 whe
 large weights has spent its 16-bit headroom before the activation moves.
 
 Here the QDQ model runs as written (exact) on a few calibration images, the u8 codes each weighted layer reads are
-taken off the graph, and its accumulators are recomputed pair by pair, with and without the 16-bit clip. The
-openvino target's accuracy fallback, on such a CPU, tries the layers that clip worst in float first
-(OpenVINOTarget.fallback_ranking): the sensitivity ranking, measured with exact sums, does not see them.
+taken off the graph, and its accumulators are recomputed pair by pair. clipping_layers reports the layers whose
+clipped sums lose more than MIN_SQNR_DB; weight_headroom gives, per output channel, the factor by which to widen the
+weights' range so that the largest pair sum seen fits in 16 bits. The openvino target builds its IR with that
+headroom, on every host (targets/openvino.py, _openvino_qdq): a channel whose pairs fit keeps its weights, one whose
+largest pair is 1.3x the limit loses a third of a bit.
 
 The textbook cure, 7-bit weights (|w| <= 64: a pair is at most 2 x 255 x 64 = 32640), is what NNCF's OverflowFix
-applies to the first layer (edgekit does too: openvino_qdq.first_layer_weights) or to every layer. On
-EfficientNet-Lite2 it costs more than the clipping: with quantize's 3 float layers kept, agreement with fp32 on the
-500 ImageNet photos went from 97.4 % in OpenVINO (98.4 % with exact sums) to 96.4 % (96.4 %) with 7-bit weights on
-the 20 layers found here, and to 98.8 % with the 4 worst of them in float instead
-(`python benchmarks/saturation.py WORKSPACE --openvino`, AMD EPYC with AVX2, 2026-12-01).
+applies to the first layer (edgekit does too: openvino_qdq.first_layer_weights) or to every layer: a whole bit off
+every channel, where most need none. Measured on EfficientNet-Lite2 (AMD EPYC with AVX2, 2026-12-01, the 500
+ImageNet photos, quantize's 3 float layers kept; `python benchmarks/saturation.py WORKSPACE --openvino`): agreement
+with fp32 in OpenVINO 97.4 % without a cure (98.4 % with exact sums); 96.4 % with 7-bit weights on the 20 layers
+that clip past 40 dB; 98.8 % with the 4 worst of them in float; 99.2 % with the weight headroom (3,250 of 12,584
+channels of those 20 layers widened, at most 0.71 bit), which needs no layer in float.
 
 Depthwise and grouped convolutions are left out: oneDNN runs them with 32-bit sums.
 """
@@ -45,12 +48,40 @@ def clipping_layers(qdq_path: Path, images: list[np.ndarray]) -> dict[str, float
     """Node name -> SQNR (dB) of the 16-bit pair sums against exact sums, for each Conv/Gemm/MatMul of the QDQ
     model at `qdq_path` that reads int8 codes and whose pair sums clip on `images` (each (1, C, H, W)) more than
     MIN_SQNR_DB allows."""
+    layers = _int8_layers(onnx.load(str(qdq_path)))
+    signal = {layer["name"]: 0.0 for layer in layers}
+    error = dict(signal)
+    for layer, codes in _layer_codes(qdq_path, layers, images):
+        s, e = pair_sum_error(codes, layer)
+        signal[layer["name"]] += s
+        error[layer["name"]] += e
+    return {name: round(sqnr_db(signal[name], error[name]), 1) for name in signal
+            if error[name] and sqnr_db(signal[name], error[name]) < MIN_SQNR_DB}
+
+
+def weight_headroom(qdq_path: Path, images: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Node name -> per-output-channel factor (>= 1) by which to widen the weights' quantization range so that no
+    pair sum on `images` passes 16 bits, for each layer of the QDQ model at `qdq_path` where one does. A channel
+    whose pairs fit gets 1 (its weights stay as they are); one whose largest pair sum is 1.3x the limit gets its
+    range widened 1.3x, a third of a bit, where 7-bit weights would take a whole bit from every channel."""
+    layers = _int8_layers(onnx.load(str(qdq_path)))
+    peaks = {layer["name"]: np.zeros(layer["weight"].shape[0], np.int64) for layer in layers}
+    for layer, codes in _layer_codes(qdq_path, layers, images):
+        peaks[layer["name"]] = np.maximum(peaks[layer["name"]], pair_sum_peaks(codes, layer))
+    # The headroom factor applies to the weights as quantized, whose largest |code| is 127; ORT's rounding
+    # after widening can land a weight one code above w/factor, so aim a code's worth below the limit.
+    limit = PAIR_MAX * (1 - 1 / 127)
+    return {name: np.maximum(1.0, peak / limit) for name, peak in peaks.items() if peak.max() > PAIR_MAX}
+
+
+def _layer_codes(qdq_path: Path, layers: list[dict], images: list[np.ndarray]):
+    """(layer, the u8 codes it reads as int32, batch dimension dropped) for each image and layer: the QDQ model run
+    as written (ONNX Runtime with graph optimizations off), its layers' input codes taken as extra outputs."""
     import onnxruntime as ort
 
-    model = onnx.load(str(qdq_path))
-    layers = _int8_layers(model)
     if not layers:
-        return {}
+        return
+    model = onnx.load(str(qdq_path))
     codes = sorted({layer["codes"] for layer in layers})
     for name in codes:
         model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.UINT8, None))
@@ -60,17 +91,11 @@ def clipping_layers(qdq_path: Path, images: list[np.ndarray]) -> dict[str, float
         path = Path(tmp) / "model.onnx"
         onnx.save(model, str(path))
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        input_name = session.get_inputs()[0].name
-        signal = {layer["name"]: 0.0 for layer in layers}
-        error = dict(signal)
-        for image in images:
-            by_name = dict(zip(codes, session.run(codes, {input_name: image})))
-            for layer in layers:
-                s, e = pair_sum_error(by_name[layer["codes"]][0].astype(np.int32), layer)
-                signal[layer["name"]] += s
-                error[layer["name"]] += e
-    return {name: round(sqnr_db(signal[name], error[name]), 1) for name in signal
-            if error[name] and sqnr_db(signal[name], error[name]) < MIN_SQNR_DB}
+    input_name = session.get_inputs()[0].name
+    for image in images:
+        by_name = dict(zip(codes, session.run(codes, {input_name: image})))
+        for layer in layers:
+            yield layer, by_name[layer["codes"]][0].astype(np.int32)
 
 
 def spread_sample(images, pre) -> list[np.ndarray]:
@@ -146,18 +171,35 @@ def pair_sum_error(codes: np.ndarray, layer: dict) -> tuple[float, float]:
     u8 codes: (C, H, W) for a Conv, (..., C) for a Gemm/MatMul (each row a 1x1 "pixel"). Pairs are neighbouring
     input channels at one kernel tap, as oneDNN's non-VNNI int8 kernels lay them out."""
     weight = _pad_channels(layer["weight"])
+    accumulator = clipped = 0
+    for pair in _pair_sums(codes, layer):
+        accumulator = accumulator + pair.sum(axis=1, dtype=np.int64)
+        clipped = clipped + np.clip(pair, -PAIR_MAX - 1, PAIR_MAX).sum(axis=1, dtype=np.int64)
+    # The zero point's share is subtracted after the sums (oneDNN's compensation): the signal is what is left.
+    exact = accumulator - layer["zero_point"] * weight.sum(axis=(1, 2, 3))[:, None]
+    return float((exact.astype(np.float64) ** 2).sum()), float(((clipped - accumulator).astype(np.float64) ** 2).sum())
+
+
+def pair_sum_peaks(codes: np.ndarray, layer: dict) -> np.ndarray:
+    """The largest |pair sum| of each output channel for one image's u8 codes (as pair_sum_error reads them)."""
+    peak = np.zeros(layer["weight"].shape[0], np.int64)
+    for pair in _pair_sums(codes, layer):
+        peak = np.maximum(peak, np.abs(pair).max(axis=(1, 2)))
+    return peak
+
+
+def _pair_sums(codes: np.ndarray, layer: dict):
+    """The layer's pair sums (out, pairs, positions), int32, a chunk of pairs at a time, kernel tap by tap."""
+    weight = _pad_channels(layer["weight"])
     out_ch, in_ch, kh, kw = weight.shape
     if layer.get("op", "Conv") != "Conv":
         codes = codes.reshape(-1, codes.shape[-1]).T[:, :, None]
-    zp = layer["zero_point"]
     top, left, bottom, right = layer["pads"]
-    x = np.pad(codes, ((0, in_ch - codes.shape[0]), (top, bottom), (left, right)), constant_values=zp)
+    x = np.pad(codes, ((0, in_ch - codes.shape[0]), (top, bottom), (left, right)), constant_values=layer["zero_point"])
     x[codes.shape[0]:] = 0  # the padded channel holds zeros, not the zero point
     (sh, sw), (dh, dw) = layer["strides"], layer["dilations"]
     height = (x.shape[1] - dh * (kh - 1) - 1) // sh + 1
     width = (x.shape[2] - dw * (kw - 1) - 1) // sw + 1
-    accumulator = np.zeros((out_ch, height * width), np.int64)
-    clipped = np.zeros((out_ch, height * width), np.int64)
     pairs_per_chunk = max(1, PAIR_CHUNK // (out_ch * height * width))
     for i in range(kh):
         for j in range(kw):
@@ -166,9 +208,4 @@ def pair_sum_error(codes: np.ndarray, layer: dict) -> tuple[float, float]:
             w = weight[:, :, i, j].reshape(out_ch, in_ch // 2, 2)
             for p in range(0, in_ch // 2, pairs_per_chunk):
                 q = slice(p, p + pairs_per_chunk)
-                pair = w[:, q, 0, None] * tap[None, q, 0] + w[:, q, 1, None] * tap[None, q, 1]
-                accumulator += pair.sum(axis=1)
-                clipped += np.clip(pair, -PAIR_MAX - 1, PAIR_MAX).sum(axis=1)
-    # The zero point's share is subtracted after the sums (oneDNN's compensation): the signal is what is left.
-    exact = accumulator - zp * weight.sum(axis=(1, 2, 3))[:, None]
-    return float((exact.astype(np.float64) ** 2).sum()), float(((clipped - accumulator).astype(np.float64) ** 2).sum())
+                yield w[:, q, 0, None] * tap[None, q, 0] + w[:, q, 1, None] * tap[None, q, 1]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from ..qdq_rules import QdqGraph
@@ -40,9 +41,11 @@ def activation_muls(model: onnx.ModelProto) -> list[str]:
     return [mul.name for mul, _gate, _x in gated_products(model, FLOAT_ACTIVATIONS)]
 
 
-def build_openvino_qdq(fp32_onnx: Path, out: Path, cal, float_layers: list[str]) -> int:
-    """Write `out`, the QDQ model for OpenVINO, with `float_layers` left without Q/DQ. Returns how many Convs were
-    bias-corrected."""
+def build_openvino_qdq(fp32_onnx: Path, out: Path, cal, float_layers: list[str],
+                       widen: dict[str, np.ndarray] | None = None) -> int:
+    """Write `out`, the QDQ model for OpenVINO, with `float_layers` left without Q/DQ and the weight ranges of the
+    layers in `widen` (node name -> factor per output channel, openvino_overflow.weight_headroom) widened. Returns
+    how many Convs were bias-corrected."""
     from onnxruntime.quantization import QuantType
 
     from ..qdq_build import quantize_qdq
@@ -60,12 +63,31 @@ def build_openvino_qdq(fp32_onnx: Path, out: Path, cal, float_layers: list[str])
         onnx.save(model, str(named))
         # 7-bit weights where the image comes in: see first_layer_weights.
         overrides = {w: [{"reduce_range": True}] for w in first_layer_weights(model)}
+        overrides.update(widened_weights(model, widen or {}, exclude=set(overrides)))
         return quantize_qdq(
             named, out, cal, nodes_to_exclude=[*float_layers, *activation_muls(model)],
             activation_type=QuantType.QUInt8,
             extra_options={"OpTypesToExcludeOutputQuantization": NO_OUTPUT_QUANTIZATION,
                            "TensorQuantOverrides": overrides},
         )
+
+
+def widened_weights(model: onnx.ModelProto, widen: dict[str, np.ndarray], exclude: set[str]) -> dict[str, list]:
+    """ONNX Runtime's per-channel TensorQuantOverrides that widen each listed layer's symmetric weight range,
+    channel by channel, by its factor: rmax = factor x max|w|, so the channel's int8 codes shrink by the factor.
+    The axis is the one ORT quantizes the layer's weight along (the output channels)."""
+    g = QdqGraph(model)
+    overrides = {}
+    for node in model.graph.node:
+        if node.name not in widen or len(node.input) < 2 or node.input[1] not in g.init or node.input[1] in exclude:
+            continue
+        weight = g.init[node.input[1]]
+        transposed = any(a.name == "transB" and a.i for a in node.attribute)
+        axis = 0 if node.op_type == "Conv" or (node.op_type == "Gemm" and transposed) else 1
+        largest = np.abs(np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1)).max(axis=1)
+        overrides[node.input[1]] = [{"axis": axis, "rmin": float(-m * f), "rmax": float(m * f)}
+                                    for m, f in zip(largest, widen[node.name])]
+    return overrides
 
 
 # Layers whose weights are the second operand of the int8 dot product.
