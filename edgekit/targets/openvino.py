@@ -46,7 +46,8 @@ SCHEMES = {
             "activations 8-bit per-tensor (asymmetric where signed, preset MIXED), full bias correction",
     "qdq": "QDQ model from calibration.json placed for OpenVINO (no Q/DQ inside hard-swish/swish, none on outputs "
            "no int8 layer reads), read by OpenVINO: weights int8 symmetric per-channel, activations u8 per-tensor "
-           "asymmetric, Conv biases corrected",
+           "asymmetric, Conv biases corrected, weight ranges widened per channel where 16-bit int8 sums (CPUs "
+           "without VNNI) would clip",
 }
 
 
@@ -171,7 +172,7 @@ def _openvino_qdq(ctx: CompileContext, notes: list[str], rewrites: dict[str, int
     this holds on every host; on a VNNI host it costs those channels a fraction of a bit. What was widened lands in
     `headroom`."""
     from ..calibration import Calibration
-    from .openvino_overflow import weight_headroom, spread_sample
+    from .openvino_overflow import spread_sample, weight_headroom
     from .openvino_qdq import build_openvino_qdq
 
     floats = f", {len(ctx.float_layers)} layer(s) in float" if ctx.float_layers else ""

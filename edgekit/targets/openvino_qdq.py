@@ -15,7 +15,9 @@ NNCF's CPU hardware config does:
 3. Activations are u8 (asymmetric, zero point from the same calibrated range): the VNNI dot product multiplies
    u8 by s8, so signed activations cost the plugin a shift and a compensation term per convolution.
 
-The ranges are exactly calibration.json's, and Conv biases get the same bias correction as every other target.
+The activation ranges are exactly calibration.json's, and Conv biases get the same bias correction as every other
+target. The weights are symmetric per channel, except where the target asks for headroom (`widen`, see
+openvino_overflow.py): there a channel's range is widened so its 16-bit pair sums fit.
 """
 
 from __future__ import annotations
