@@ -81,7 +81,7 @@ def openvino_cures(ws: Path, manifest: dict, pre, eval_set, reference: np.ndarra
     import edgekit.targets.openvino_qdq as openvino_qdq
     from edgekit.calibration import Calibration
     from edgekit.targets.openvino import _convert_tuned
-    from edgekit.targets.openvino_overflow import clipping_layers, spread_sample, weight_headroom
+    from edgekit.targets.openvino_overflow import clipping_layers, int8_layers, spread_sample, weight_headroom
     from edgekit.workspace import workspace_images
 
     source = ws / manifest.get("int8_source", "model.fp32.onnx")
@@ -112,16 +112,11 @@ def openvino_cures(ws: Path, manifest: dict, pre, eval_set, reference: np.ndarra
         print(f"  weight headroom (the target's build; {sum(int((f > 1).sum()) for f in widen.values())} channels "
               f"of {len(widen)} layers widened): OpenVINO {agreement(widened):.1f} %, "
               f"exact sums {agreement(widened, True):.1f} %")
-        # 7-bit weights on the clipping layers: the same override the first layer gets (reduce_range).
-        first_layer = openvino_qdq.first_layer_weights
-        fp32_nodes = {n.name: n for n in onnx.load(str(source)).graph.node}
-        weights = [fp32_nodes[name].input[1] for name, _ in clipping if name in fp32_nodes]
-        openvino_qdq.first_layer_weights = lambda model: sorted({*first_layer(model), *weights})
+        # 7-bit weights on the clipping layers (NNCF's OverflowFix): every channel's range widened 127/64x.
         seven = Path(tmp) / "seven.onnx"
-        try:
-            openvino_qdq.build_openvino_qdq(source, seven, cal, kept)
-        finally:
-            openvino_qdq.first_layer_weights = first_layer
+        layers = {layer["name"]: layer["weight"].shape[0] for layer in int8_layers(onnx.load(str(plain)))}
+        openvino_qdq.build_openvino_qdq(source, seven, cal, kept,
+                                        {name: np.full(layers[name], 127 / 64) for name, _ in clipping})
         print(f"  7-bit weights on all {len(clipping)}: OpenVINO {agreement(seven):.1f} %, "
               f"exact sums {agreement(seven, True):.1f} %")
         for k in float_worst:

@@ -129,27 +129,34 @@ def test_a_graph_that_bakes_the_batch_in_keeps_it_and_the_runner_pads(tmp_path):
     np.testing.assert_array_equal(OpenVINOTarget().runner(tmp_path, "fp32")(images), images.reshape(7, 784))
 
 
-def test_the_first_layer_gets_7_bit_weights(quantized_workspace, tmp_path):
-    """NNCF's default OverflowFix.FIRST_LAYER: the layer that reads the image has weights in -64..64, so that CPUs
-    without VNNI (16-bit pair sums) cannot saturate on it; every other layer keeps the full int8 range."""
-    from onnx import numpy_helper
+def test_an_image_reading_layer_that_clips_gets_headroom_where_it_needs_it(tmp_path):
+    """The layer that reads an image sees u8 codes over the whole range, where 16-bit pair sums clip first (NNCF
+    answers with 7-bit weights for the whole first layer, OverflowFix.FIRST_LAYER). The target widens only the
+    channels whose pairs pass 16 bits: here a 3-channel stem whose channel 0 has large same-sign weights on two
+    inputs and channel 1 small ones; only channel 0 is widened, and the built QDQ model no longer clips."""
+    from onnx import TensorProto, helper, numpy_helper
 
     from edgekit.calibration import Calibration
-    from edgekit.targets.openvino_qdq import build_openvino_qdq, first_layer_weights
+    from edgekit.targets import openvino_overflow as overflow
+    from edgekit.targets.openvino_qdq import build_openvino_qdq
 
-    fp32 = onnx.load(str(quantized_workspace / "model.fp32.onnx"))
-    first = first_layer_weights(fp32)
-    stem = next(n for n in fp32.graph.node if n.op_type == "Conv")
-    assert first == [stem.input[1]]
-    out = tmp_path / "ov.qdq.onnx"
-    build_openvino_qdq(quantized_workspace / "model.fp32.onnx", out, Calibration.load(
-        quantized_workspace / "calibration.json"), [])
-    model = onnx.load(str(out))
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    ranges = {}
-    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
-        dq = producer[conv.input[1]]
-        ranges[conv.name] = int(np.abs(inits[dq.input[0]].astype(int)).max())
-    assert ranges[stem.name] in range(60, 65)
-    assert all(r == 127 for name, r in ranges.items() if name != stem.name)
+    weight = np.zeros((2, 3, 3, 3), np.float32)
+    weight[0] = 1.0  # every pair: 2 x 255 x 127 when the image is bright
+    weight[1, 0] = np.linspace(-1, 1, 9).reshape(3, 3)  # pairs with a zero channel: at most 255 x 127
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["output"], name="stem", pads=[1] * 4)], "stem",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [numpy_helper.from_array(weight, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "fp32.onnx"))
+    cal = Calibration("minmax", 2, 0.0, {"input": (0.0, 1.0), "output": (-30.0, 30.0)}, {})
+    images = [np.random.default_rng(i).uniform(0.9, 1.0, (1, 3, 8, 8)).astype(np.float32) for i in range(2)]
+    build_openvino_qdq(tmp_path / "fp32.onnx", tmp_path / "plain.onnx", cal, [])
+    widen = overflow.weight_headroom(tmp_path / "plain.onnx", images)
+    assert list(widen) == ["stem"] and widen["stem"][0] > 1.5 and widen["stem"][1] == 1.0
+    build_openvino_qdq(tmp_path / "fp32.onnx", tmp_path / "widened.onnx", cal, [], widen)
+    assert overflow.weight_headroom(tmp_path / "widened.onnx", images) == {}
+    built = onnx.load(str(tmp_path / "widened.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in built.graph.initializer}
+    w = next(v for k, v in inits.items() if v.dtype == np.int8 and v.ndim == 4).astype(int)
+    assert np.abs(w[1]).max() == 127 and np.abs(w[0]).max() < 127 / 1.5

@@ -49,7 +49,7 @@ def clipping_layers(qdq_path: Path, images: list[np.ndarray]) -> dict[str, float
     """Node name -> SQNR (dB) of the 16-bit pair sums against exact sums, for each Conv/Gemm/MatMul of the QDQ
     model at `qdq_path` that reads int8 codes and whose pair sums clip on `images` (each (1, C, H, W)) more than
     MIN_SQNR_DB allows."""
-    layers = _int8_layers(onnx.load(str(qdq_path)))
+    layers = int8_layers(onnx.load(str(qdq_path)))
     signal = {layer["name"]: 0.0 for layer in layers}
     error = dict(signal)
     for layer, codes in _layer_codes(qdq_path, layers, images):
@@ -65,7 +65,7 @@ def weight_headroom(qdq_path: Path, images: list[np.ndarray]) -> dict[str, np.nd
     pair sum on `images` passes 16 bits, for each layer of the QDQ model at `qdq_path` where one does. A channel
     whose pairs fit gets 1 (its weights stay as they are); one whose largest pair sum is 1.3x the limit gets its
     range widened 1.3x, a third of a bit, where 7-bit weights would take a whole bit from every channel."""
-    layers = _int8_layers(onnx.load(str(qdq_path)))
+    layers = int8_layers(onnx.load(str(qdq_path)))
     peaks = {layer["name"]: np.zeros(layer["weight"].shape[0], np.int64) for layer in layers}
     for layer, codes in _layer_codes(qdq_path, layers, images):
         peaks[layer["name"]] = np.maximum(peaks[layer["name"]], pair_sum_peaks(codes, layer))
@@ -109,7 +109,7 @@ def sqnr_db(signal: float, error: float) -> float:
     return float("inf") if not error else 10 * np.log10(max(signal, 1e-30) / error)
 
 
-def _int8_layers(model: onnx.ModelProto) -> list[dict]:
+def int8_layers(model: onnx.ModelProto) -> list[dict]:
     """The Conv (group 1), Gemm and MatMul nodes whose input and weight both come from a DequantizeLinear, with
     what the pair arithmetic needs: the u8 codes' tensor, the activation zero point, the int8 weights as
     (out, in, kh, kw) and the convolution's geometry."""

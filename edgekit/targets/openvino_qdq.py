@@ -63,9 +63,7 @@ def build_openvino_qdq(fp32_onnx: Path, out: Path, cal, float_layers: list[str],
     with tempfile.TemporaryDirectory(prefix="edgekit-ovqdq-") as tmp:
         named = Path(tmp) / "model.fp32.onnx"
         onnx.save(model, str(named))
-        # 7-bit weights where the image comes in: see first_layer_weights.
-        overrides = {w: [{"reduce_range": True}] for w in first_layer_weights(model)}
-        overrides.update(widened_weights(model, widen or {}, exclude=set(overrides)))
+        overrides = widened_weights(model, widen or {})
         return quantize_qdq(
             named, out, cal, nodes_to_exclude=[*float_layers, *activation_muls(model)],
             activation_type=QuantType.QUInt8,
@@ -74,14 +72,14 @@ def build_openvino_qdq(fp32_onnx: Path, out: Path, cal, float_layers: list[str],
         )
 
 
-def widened_weights(model: onnx.ModelProto, widen: dict[str, np.ndarray], exclude: set[str]) -> dict[str, list]:
+def widened_weights(model: onnx.ModelProto, widen: dict[str, np.ndarray]) -> dict[str, list]:
     """ONNX Runtime's per-channel TensorQuantOverrides that widen each listed layer's symmetric weight range,
     channel by channel, by its factor: rmax = factor x max|w|, so the channel's int8 codes shrink by the factor.
     The axis is the one ORT quantizes the layer's weight along (the output channels)."""
     g = QdqGraph(model)
     overrides = {}
     for node in model.graph.node:
-        if node.name not in widen or len(node.input) < 2 or node.input[1] not in g.init or node.input[1] in exclude:
+        if node.name not in widen or len(node.input) < 2 or node.input[1] not in g.init:
             continue
         weight = g.init[node.input[1]]
         transposed = any(a.name == "transB" and a.i for a in node.attribute)
@@ -90,31 +88,3 @@ def widened_weights(model: onnx.ModelProto, widen: dict[str, np.ndarray], exclud
         overrides[node.input[1]] = [{"axis": axis, "rmin": float(-m * f), "rmax": float(m * f)}
                                     for m, f in zip(largest, widen[node.name])]
     return overrides
-
-
-# Layers whose weights are the second operand of the int8 dot product.
-WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
-def first_layer_weights(model: onnx.ModelProto) -> list[str]:
-    """The weight initializers of the first weighted layers (those reached from the graph input through no other
-    weighted layer): they get 7-bit weights (ORT's reduce_range, -64..64), NNCF's default OverflowFix.FIRST_LAYER.
-
-    Intel CPUs before VNNI (SSE, AVX2, AVX-512 without VNNI) and AMD's before Zen 4 add pairs of u8 x s8 products
-    into 16 bits, which saturate when large activations meet large weights (OpenVINO's "Saturation (overflow) issue
-    workaround" page). The first layer reads the image, whose u8 codes span the whole 0..255 range, so it is where
-    it bites; with |w| <= 64 a pair is at most 2 x 255 x 64 < 32767. The IR cannot know the CPU it will run on,
-    and the rest of the network keeps 8-bit weights (post-ReLU activations seldom fill their range)."""
-    g = QdqGraph(model)
-    weights, seen = [], set()
-    frontier = [i.name for i in model.graph.input if i.name not in g.init]
-    while frontier:
-        for node in g.consumers.get(frontier.pop(), []):
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            if node.op_type in WEIGHTED and len(node.input) > 1 and node.input[1] in g.init:
-                weights.append(node.input[1])
-            else:
-                frontier.extend(node.output)
-    return weights
