@@ -17,7 +17,7 @@ headroom, on every host (targets/openvino.py, _openvino_qdq): a channel whose pa
 largest pair is 1.3x the limit loses a third of a bit.
 
 The textbook cure, 7-bit weights (|w| <= 64: a pair is at most 2 x 255 x 64 = 32640), is what NNCF's OverflowFix
-applies to the first layer (edgekit does too: openvino_qdq.first_layer_weights) or to every layer: a whole bit off
+applies to the first layer (edgekit did too, until the headroom replaced it) or to every layer: a whole bit off
 every channel, where most need none. Measured on EfficientNet-Lite2 (AMD EPYC with AVX2, 2026-12-01, the 500
 ImageNet photos, quantize's 3 float layers kept; `python benchmarks/saturation.py WORKSPACE --openvino`): agreement
 with fp32 in OpenVINO 97.4 % without a cure (98.4 % with exact sums); 96.4 % with 7-bit weights on the 20 layers
@@ -49,10 +49,11 @@ def clipping_layers(qdq_path: Path, images: list[np.ndarray]) -> dict[str, float
     """Node name -> SQNR (dB) of the 16-bit pair sums against exact sums, for each Conv/Gemm/MatMul of the QDQ
     model at `qdq_path` that reads int8 codes and whose pair sums clip on `images` (each (1, C, H, W)) more than
     MIN_SQNR_DB allows."""
-    layers = int8_layers(onnx.load(str(qdq_path)))
+    model = onnx.load(str(qdq_path))
+    layers = int8_layers(model)
     signal = {layer["name"]: 0.0 for layer in layers}
     error = dict(signal)
-    for layer, codes in _layer_codes(qdq_path, layers, images):
+    for layer, codes in _layer_codes(model, layers, images):
         s, e = pair_sum_error(codes, layer)
         signal[layer["name"]] += s
         error[layer["name"]] += e
@@ -65,9 +66,10 @@ def weight_headroom(qdq_path: Path, images: list[np.ndarray]) -> dict[str, np.nd
     pair sum on `images` passes 16 bits, for each layer of the QDQ model at `qdq_path` where one does. A channel
     whose pairs fit gets 1 (its weights stay as they are); one whose largest pair sum is 1.3x the limit gets its
     range widened 1.3x, a third of a bit, where 7-bit weights would take a whole bit from every channel."""
-    layers = int8_layers(onnx.load(str(qdq_path)))
+    model = onnx.load(str(qdq_path))
+    layers = int8_layers(model)
     peaks = {layer["name"]: np.zeros(layer["weight"].shape[0], np.int64) for layer in layers}
-    for layer, codes in _layer_codes(qdq_path, layers, images):
+    for layer, codes in _layer_codes(model, layers, images):
         peaks[layer["name"]] = np.maximum(peaks[layer["name"]], pair_sum_peaks(codes, layer))
     # The headroom factor applies to the weights as quantized, whose largest |code| is 127; ORT's rounding
     # after widening can land a weight one code above w/factor, so aim a code's worth below the limit.
@@ -75,14 +77,15 @@ def weight_headroom(qdq_path: Path, images: list[np.ndarray]) -> dict[str, np.nd
     return {name: np.maximum(1.0, peak / limit) for name, peak in peaks.items() if peak.max() > PAIR_MAX}
 
 
-def _layer_codes(qdq_path: Path, layers: list[dict], images: list[np.ndarray]):
+def _layer_codes(qdq_model: onnx.ModelProto, layers: list[dict], images: list[np.ndarray]):
     """(layer, the u8 codes it reads as int32, batch dimension dropped) for each image and layer: the QDQ model run
     as written (ONNX Runtime with graph optimizations off), its layers' input codes taken as extra outputs."""
     import onnxruntime as ort
 
     if not layers:
         return
-    model = onnx.load(str(qdq_path))
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq_model)  # the caller's model stays as it was
     codes = sorted({layer["codes"] for layer in layers})
     for name in codes:
         model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.UINT8, None))
