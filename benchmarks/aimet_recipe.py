@@ -17,7 +17,10 @@ environment; compare_runtimes.py calls it with the Python that has aimet (`--aim
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -72,7 +75,20 @@ def main() -> None:
         "aimet_onnx": aimet_onnx.__version__ if hasattr(aimet_onnx, "__version__") else "unknown",
         "recipe": "CLE (equalize_model) + AdaRound + per-channel config, tf_enhanced",
         "config_file": config.name, "iterations": args.iterations, "calibration_images": len(calib),
-        "seconds": {k: round(v, 1) for k, v in seconds.items()}}, indent=1))
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_name(), "threads": os.environ.get("OMP_NUM_THREADS")}, indent=1))
+
+
+def cpu_name() -> str:
+    """The CPU the timings above are from (they are kept with the cached logits)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

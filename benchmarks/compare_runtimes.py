@@ -318,9 +318,11 @@ def aimet_row(case: Case, ws: Path, calib: ImageSet, eval_set: ImageSet, pre: Pr
     """benchmarks/aimet_recipe.py in the Python that has aimet-onnx, on the same preprocessed calibration and eval
     images (written as .npy); accuracy only. Skipped with the reason when no such Python was given.
 
-    AdaRound takes most of an hour per EfficientNet on 2 cores and does not depend on edgekit's settings, so its
-    logits are kept in --workdir/aimet-cache under a key made of everything they depend on (the fp32 ONNX, the
-    preprocessed calibration and eval arrays, the iterations); with --reuse a run evaluates the cached logits."""
+    AdaRound takes 15 minutes (Lite0) to over two hours (Lite2) on 2 cores and does not depend on edgekit's
+    settings, so its logits are kept in --aimet-cache under a key made of everything they depend on (the fp32 ONNX,
+    the preprocessed calibration and eval arrays, the iterations). A logits file under that key is the output of
+    exactly this computation, so any run uses it; benchmarks/aimet-cache/ holds the committed ones (each .json says
+    when and how long it ran)."""
     if not args.aimet_python:
         return Row(AIMET, None, timed=False, note="skipped: pass --aimet-python (a Python with aimet-onnx 2.42, "
                                                   "`pip install 'edgekit[aimet]' torchvision==0.28.0`)")
@@ -329,10 +331,10 @@ def aimet_row(case: Case, ws: Path, calib: ImageSet, eval_set: ImageSet, pre: Pr
     np.save(eval_npy, np.stack([eval_set.load(i, pre) for i in range(len(eval_set))]))
     try:
         key = aimet_key(ws / "model.fp32.onnx", calib_npy, eval_npy, args)
-        cache = args.workdir / "aimet-cache" / f"{case.key}-{key}"
+        cache = args.aimet_cache / f"{case.key}-{key}"
         out = cache / "aimet_logits.npy"
-        if args.reuse and out.is_file() and out.with_suffix(".json").is_file():
-            print(f"[{case.key}] AIMET-ONNX recipe: reusing {cache}")
+        if out.is_file() and out.with_suffix(".json").is_file():
+            print(f"[{case.key}] AIMET-ONNX recipe: logits of the run cached in {cache}")
         elif args.aimet_cache_only:
             return Row(AIMET, None, timed=False, note=f"not run: --aimet-cache-only and no AIMET run of this model on "
                                                       f"these inputs in {cache.parent} (run once without it)")
@@ -349,7 +351,8 @@ def aimet_row(case: Case, ws: Path, calib: ImageSet, eval_set: ImageSet, pre: Pr
     info = json.loads(out.with_suffix(".json").read_text())
     return Row(AIMET, None, timed=False, label="simulated", logits=np.load(out),
                config=f"aimet-onnx {info['aimet_onnx']}, {info['config_file']}, tf_enhanced, AdaRound "
-                      f"{info['iterations']} iterations/layer ({info['seconds']['adaround']:.0f} s)",
+                      f"{info['iterations']} iterations/layer ({info['seconds']['adaround']:.0f} s"
+                      + (f", run {info['date']}" if "date" in info else "") + ")",
                note="aimet's QuantSim session (simulated int8): accuracy only")
 
 
@@ -553,9 +556,12 @@ def main() -> None:
     ap.add_argument("--aimet-python", type=Path, default=None,
                     help="a Python with aimet-onnx for the AIMET row (aimet pins its own torch); none: row skipped")
     ap.add_argument("--adaround-iterations", type=int, default=300, help="AdaRound steps per layer for the AIMET row")
+    ap.add_argument("--aimet-cache", type=Path, default=REPO / "benchmarks/aimet-cache",
+                    help="AIMET logits kept under a hash of the model and input arrays (default: the committed "
+                         "benchmarks/aimet-cache); a run whose inputs hash the same uses them instead of AdaRound")
     ap.add_argument("--aimet-cache-only", action="store_true",
-                    help="with --reuse: AIMET rows only from --workdir/aimet-cache, never a new AdaRound run (an hour "
-                         "per EfficientNet on 2 cores); a model without one gets the row 'not run'")
+                    help="AIMET rows only from --aimet-cache, never a new AdaRound run (15 min for Lite0, over two "
+                         "hours for Lite2 on 2 cores); a model without one gets the row 'not run'")
     ap.add_argument("--edgekit-min-agreement", type=float, default=None, metavar="PCT",
                     help="the EfficientNets' edgekit quantize and compile get --min-agreement PCT (their fidelity "
                          "goal); default: no budget")
