@@ -318,7 +318,7 @@ def aimet_row(case: Case, ws: Path, calib: ImageSet, eval_set: ImageSet, pre: Pr
     """benchmarks/aimet_recipe.py in the Python that has aimet-onnx, on the same preprocessed calibration and eval
     images (written as .npy); accuracy only. Skipped with the reason when no such Python was given.
 
-    AdaRound takes 15 minutes (Lite0) to over two hours (Lite2) on 2 cores and does not depend on edgekit's
+    AdaRound takes about 24 minutes (Lite0) and an hour (Lite2) on 2 cores and does not depend on edgekit's
     settings, so its logits are kept in --aimet-cache under a key made of everything they depend on (the fp32 ONNX,
     the preprocessed calibration and eval arrays, the iterations). A logits file under that key is the output of
     exactly this computation, so any run uses it; benchmarks/aimet-cache/ holds the committed ones (each .json says
@@ -560,8 +560,8 @@ def main() -> None:
                     help="AIMET logits kept under a hash of the model and input arrays (default: the committed "
                          "benchmarks/aimet-cache); a run whose inputs hash the same uses them instead of AdaRound")
     ap.add_argument("--aimet-cache-only", action="store_true",
-                    help="AIMET rows only from --aimet-cache, never a new AdaRound run (15 min for Lite0, over two "
-                         "hours for Lite2 on 2 cores); a model without one gets the row 'not run'")
+                    help="AIMET rows only from --aimet-cache, never a new AdaRound run (24 min for Lite0, an hour "
+                         "for Lite2 on 2 cores); a model without one gets the row 'not run'")
     ap.add_argument("--edgekit-min-agreement", type=float, default=None, metavar="PCT",
                     help="the EfficientNets' edgekit quantize and compile get --min-agreement PCT (their fidelity "
                          "goal); default: no budget")
