@@ -1,4 +1,5 @@
-"""compare_runtimes.py's results -> RESULTS.md (tables, goals, machine), results.json and results.png.
+"""compare_runtimes.py's results -> RESULTS.md (tables, goals, machine), results.json and results.png; the sections
+measured by their own scripts (quantize_memory.py, the CIFAR-10 ones) are rendered from their JSON files.
 
 Kept apart from the measuring so the report can be rebuilt from results.json without re-running anything:
 
@@ -14,6 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # cifar10_report.py beside this file
 from cifar10_report import cifar10_sections  # noqa: E402
+from quantize_memory import OUT_JSON as MEMORY_JSON  # noqa: E402
+from quantize_memory import memory_section  # noqa: E402
 
 REFERENCE = "PyTorch fp32 eager"
 EK_OV, OV_F32, NNCF, ORT_QS = "edgekit openvino int8", "OpenVINO f32", "NNCF plain (defaults)", "ORT quantize_static defaults"
@@ -173,6 +176,8 @@ def markdown(results: dict) -> str:
                   f"Eval: {m['eval']} ({m['eval_note']}); calibration: {m['calibration_images']} images, the same "
                   "sample for every quantizer.", "", *model_table(m), "", "Goals:", ""]
         lines += [f"- {'PASS' if ok else 'FAIL'}: {goal}: {nums}" for goal, ok, nums in goals(m)]
+    lines += [""] + (memory_section(json.loads(MEMORY_JSON.read_text())) if MEMORY_JSON.is_file() else
+                     [f"- Note: {MEMORY_JSON.name} not found; `python benchmarks/quantize_memory.py` writes it."])
     lines += cifar10_sections()
     if NOTES_FILE.is_file():
         lines += ["", NOTES_FILE.read_text().strip()]

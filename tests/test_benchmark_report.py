@@ -33,3 +33,18 @@ def test_labelled_goals_pass_and_fail_on_the_numbers():
     assert [met for goal, met in bad.items() if "agreement" in goal] == [False]  # 98.5 % < 99 %
     assert [met for goal, met in bad.items() if "McNemar" in goal] == [False]  # 8 vs 0: p = 0.008
     assert [met for goal, met in bad.items() if "NNCF" in goal and "p50" in goal] == [True]
+
+
+def test_memory_goals_read_gnu_time_and_judge_each_size():
+    import quantize_memory
+
+    report = ("\tElapsed (wall clock) time (h:mm:ss or m:ss): 2:57.31\n"
+              "\tMaximum resident set size (kbytes): 1757236\n")
+    assert quantize_memory.time_v(report) == (1757236.0, pytest.approx(177.31))
+    assert quantize_memory.time_v(report.replace("2:57.31", "1:02:03"))[1] == pytest.approx(3723)
+    run = {"cores": 2, "rows": [{"images": 300, "peak_rss_kb": 1757236.0, "wall_s": 177.3},
+                                {"images": 1000, "peak_rss_kb": 2100000.0, "wall_s": 336.0}]}
+    verdicts = [(goal, met) for goal, met, _ in quantize_memory.memory_goals(run)]
+    assert verdicts == [("peak RSS <= 2 GB with 300 calibration images", True),
+                        ("wall <= 3 min with 300 on 2 cores", True),
+                        ("peak RSS <= 2 GB with 1,000 calibration images", False)]  # 2.1 GB: over
