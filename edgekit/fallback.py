@@ -206,7 +206,10 @@ def describe(name: str, result: dict) -> str:
         return (f"{name}: {what} {budget.amount(drop)} within {flag} with every layer in int8, by {chosen} "
                 f"(int8 alone: {budget.amount(result['recovery']['initial_drop_points'])})")
     if result["met"]:
+        # The search's first build: every layer int8, or (compile) the float layers quantize handed over.
+        start = len(result["steps"][0]["float_layers"]) if result.get("steps") else 0
+        first = "int8 alone" if not start else f"with quantize's {start} float layer(s)"
         return (f"{name}: {what} {budget.amount(drop)} within {flag} with {n} layer(s) kept in float"
-                + (f" (int8 alone: {budget.amount(result['initial_drop_points'])})" if n else ""))
+                + (f" ({first}: {budget.amount(result['initial_drop_points'])})" if n else ""))
     return (f"  warning: {name}: {what} {budget.amount(drop)} exceeds {flag} even with {n} layer(s) in float; "
             "artifacts written anyway: try --method auto, more calibration images, or a larger budget")

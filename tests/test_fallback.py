@@ -168,6 +168,10 @@ def test_search_does_not_rebuild_the_artifact_it_was_handed():
     missed = fallback.search(build, ["a", "b", "c"], Budget(0.0), start=["a"], start_drop=1.0)
     assert built == [["a", "b"]] and missed["met"] and missed["float_layers"] == ["a", "b"]
     assert [s["drop_points"] for s in missed["steps"]] == [1.0, 0.0]
+    # the log line names what the first build was: quantize's float layers here, not every layer in int8
+    assert "(with quantize's 1 float layer(s): 1.00 pts)" in fallback.describe("openvino", missed)
+    from_scratch = fallback.search(lambda layers: 2.0 - len(layers), ["a", "b"], Budget(1.0))
+    assert "(int8 alone: 2.00 pts)" in fallback.describe("openvino", from_scratch)
 
 
 def test_prune_keeps_only_the_layers_the_budget_needs():
