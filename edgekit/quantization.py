@@ -186,6 +186,8 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
         int8_model = OrtModel(int8_path, threads, exact_int8=True)
         logits = run_models({"fp32": OrtModel(fp32_path, threads), "int8": int8_model},
                             eval_set, pre, opts.batch, "evaluating fp32 + int8")
+        int8_runtime = int8_model.runtime  # says when the int8 ran as written (exact sums)
+        del int8_model  # its arena holds --batch images' activations (~0.5 GB at 224 px): free it before sensitivity
         labels = np.asarray(eval_set.labels) if eval_set.labels is not None and num_classes else None
         fp32_logits = layout.primary(logits["fp32"])
         chance = preflight.near_chance(metrics.topk(fp32_logits, labels) if labels is not None else None,
@@ -214,7 +216,7 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
                               fp32_path.stat().st_size, int8_path.stat().st_size, quant_seconds)
         log(f"int8 vs fp32 per output: {outputs.summary(report['outputs'])}")
         report["quantization"]["bias_corrected_convs"] = bias_corrected
-        report["eval"]["int8_runtime"] = int8_model.runtime  # says when the int8 ran as written (exact sums)
+        report["eval"]["int8_runtime"] = int8_runtime
         report["sensitivity"] = sensitivity.summary(sens, len(sens_x))
         if auto:
             report["calibration"]["auto"] = auto
