@@ -6,6 +6,11 @@ IR with two layers kept in float against plain NNCF's all-int8 IR shows the floa
 reorders beside kernels that are otherwise the same. Batch 1, each IR at its own precision hint.
 
     python benchmarks/profile_openvino.py A.xml B.xml [--hint-a f32] [--hint-b default] [--size 260] [--runs 300]
+    python benchmarks/profile_openvino.py A.xml B.xml --wall [--size 260]
+
+--wall: no profile, the wall-clock p50 of each IR's bare inference (PERF_COUNT off, which adds per-node cost),
+each IR compiled both at f32 and at the plugin's default precision (bf16 for what is not int8 on CPUs with
+AVX512-BF16/AMX), all four interleaved; ratios to B at its default, as compare_runtimes times plain NNCF.
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ from collections import defaultdict
 import numpy as np
 
 
-def open_request(path: str, hint: str, size: int, threads: int):
+def open_request(path: str, hint: str, size: int, threads: int, profile: bool = True):
     import openvino as ov
 
     core = ov.Core()
     model = core.read_model(path)
     model.reshape([1, 3, size, size])
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True}
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": profile}
     if hint != "default":
         config["INFERENCE_PRECISION_HINT"] = hint
     request = core.compile_model(model, "CPU", config).create_infer_request()
@@ -39,7 +44,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--wall", action="store_true", help="wall-clock p50s at both precisions instead of the profile")
     args = ap.parse_args()
+    if args.wall:
+        wall(args)
+        return
 
     requests = [open_request(args.a, args.hint_a, args.size, args.threads),
                 open_request(args.b, args.hint_b, args.size, args.threads)]
@@ -59,6 +68,28 @@ def main() -> None:
             print(f"{kernel:36s} {totals[0][kernel]:8.0f} {totals[1][kernel]:8.0f}")
     a, b = sum(totals[0].values()), sum(totals[1].values())
     print(f"{'sum over nodes':36s} {a:8.0f} {b:8.0f}   A/B {a / b:.3f}")
+
+
+def wall(args) -> None:
+    import time
+
+    runs = {f"{label} {hint}": open_request(path, hint, args.size, args.threads, profile=False)
+            for label, path in (("A", args.a), ("B", args.b)) for hint in ("f32", "default")}
+    names = list(runs)
+    for request in runs.values():
+        for _ in range(20):
+            request.infer()
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(args.runs):
+        for name in names[i % len(names):] + names[: i % len(names)]:  # rotate who goes first
+            t0 = time.perf_counter()
+            runs[name].infer()
+            seconds[name].append(time.perf_counter() - t0)
+    base = float(np.median(seconds["B default"]))
+    print(f"A = {args.a}, B = {args.b}; batch 1, {args.runs} interleaved calls each")
+    for name in names:
+        p50 = float(np.median(seconds[name]))
+        print(f"{name:10s} p50 {1000 * p50:7.3f} ms   / B default {p50 / base:.3f}")
 
 
 if __name__ == "__main__":
