@@ -187,7 +187,7 @@ def _quantize(ws: Workspace, model, calib, eval, label_files: tuple, inputs: Mod
         logits = run_models({"fp32": OrtModel(fp32_path, threads), "int8": int8_model},
                             eval_set, pre, opts.batch, "evaluating fp32 + int8")
         int8_runtime = int8_model.runtime  # says when the int8 ran as written (exact sums)
-        del int8_model  # its arena holds --batch images' activations (~0.5 GB at 224 px): free it before sensitivity
+        del int8_model  # its arena holds a --batch of activations (hundreds of MB at 224 px): gone before sensitivity
         labels = np.asarray(eval_set.labels) if eval_set.labels is not None and num_classes else None
         fp32_logits = layout.primary(logits["fp32"])
         chance = preflight.near_chance(metrics.topk(fp32_logits, labels) if labels is not None else None,
