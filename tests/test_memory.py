@@ -40,9 +40,11 @@ def test_calibration_memory_does_not_grow_with_the_number_of_images(tmp_path):
     assert large - small < 100, f"16 images: {small} MB, 64 images: {large} MB"
 
 
-def test_a_dropped_ort_session_is_freed_at_once(tmp_path):
-    """Sensitivity opens one session per layer: each must go (with its arena) when dropped, not wait for Python's
-    cyclic garbage collector, or several 224-px sessions are resident at once (2.23 GB peak for Lite0 before)."""
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_dropped_model_is_freed_at_once(tmp_path, runtime):
+    """Sensitivity opens one session per layer, compile's fallback one model per try: each must go (with its
+    arena or compiled model) when dropped, not wait for Python's cyclic garbage collector, or several 224-px
+    sessions are resident at once (2.23 GB peak for Lite0's quantize before)."""
     import gc
     import weakref
 
@@ -50,13 +52,19 @@ def test_a_dropped_ort_session_is_freed_at_once(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from edgekit.ort_runner import OrtModel
-
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "relu.onnx")
-    model = OrtModel(tmp_path / "relu.onnx", threads=1)
+    if runtime == "openvino":
+        pytest.importorskip("openvino", reason="the openvino extra is not installed")
+        from edgekit.board.openvino_board import OpenVINOModel
+
+        model = OpenVINOModel(tmp_path / "relu.onnx", "CPU", threads=1)
+    else:
+        from edgekit.ort_runner import OrtModel
+
+        model = OrtModel(tmp_path / "relu.onnx", threads=1)
     assert np.array_equal(model(np.array([[-1.0, 0.0, 2.0, -3.0]], np.float32)), [[0.0, 0.0, 2.0, 0.0]])
     alive = weakref.ref(model)
     gc.disable()  # only reference counting may free it

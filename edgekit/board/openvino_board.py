@@ -71,7 +71,6 @@ class OpenVINOModel:
         batch = self.compiled.inputs[0].get_partial_shape()[0]
         self.fixed_batch = batch.get_length() if batch.is_static else None
         self.static_shapes = StaticShapes(core, path, device, config, self.compiled)
-        self._run = any_batch(self._outputs, self.fixed_batch)
 
     def _outputs(self, x: np.ndarray) -> np.ndarray:
         compiled = self.compiled_for(len(x))
@@ -96,7 +95,9 @@ class OpenVINOModel:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         # An IR whose batch could not be made dynamic runs fixed-size chunks, the last one zero-padded (any_batch).
-        return self._run(np.ascontiguousarray(x, dtype=np.float32))
+        # Built per call, not kept on self: a bound method stored on its own object is a reference cycle, and the
+        # compiled models would outlive the board until the cyclic collector ran (compile's fallback opens many).
+        return any_batch(self._outputs, self.fixed_batch)(np.ascontiguousarray(x, dtype=np.float32))
 
 
 def open_model(path: Path, which: str, threads: int = 0, options: dict | None = None) -> OpenVINOModel:
