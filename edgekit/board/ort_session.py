@@ -59,11 +59,6 @@ class OrtSession:
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
-        # The runner holds the session, not self: a closure over self would be a reference cycle, and each session
-        # (with its arena: hundreds of MB for a 224-px CNN at batch 64) would then live until the cyclic garbage
-        # collector ran, several at once while sensitivity opens one per layer.
-        session, input_name = self.session, self.input_name
-        self._run = any_batch(lambda x: flat_outputs(session.run(None, {input_name: x})), self.fixed_batch)
 
     def bind(self, x: np.ndarray):
         """x -> a no-argument call that runs only the session on it: x bound as the input, the outputs bound to CPU
@@ -77,8 +72,14 @@ class OrtSession:
             binding.bind_output(out.name, "cpu")
         return BoundRun(self.session, binding, x)
 
+    def _outputs(self, x: np.ndarray) -> np.ndarray:
+        return flat_outputs(self.session.run(None, {self.input_name: x}))
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._run(x)
+        # any_batch per call, not a runner stored on self: that would be a reference cycle, and each session (with
+        # its arena: hundreds of MB for a 224-px CNN at batch 64) would live until the cyclic garbage collector
+        # ran, several at once while sensitivity opens one per layer (as in OpenVINOModel).
+        return any_batch(self._outputs, self.fixed_batch)(x)
 
 
 class BoundRun:
