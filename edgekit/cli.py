@@ -166,19 +166,24 @@ def quantize(model, calib, eval_, labels, classes, workdir, force, inputs, metho
 @click.option("--threads", type=int, default=0, help="Runtime threads for the validation run (0: all cores).")
 @click.option("--openvino-source", type=click.Choice(["nncf", "qdq"]), default=None,
               help="openvino int8 from the portable QDQ model (default) or NNCF on the fp32 IR.")
+@click.option("--openvino-cpus", type=click.Choice(["vnni", "all"]), default=None,
+              help="CPUs the openvino int8 IR must compute exactly on: vnni (an int8 dot product: Intel Ice Lake / "
+                   "Alder Lake+, AMD Zen 4+; GPUs, NPUs) or all (older x86 too: weight ranges widened where their "
+                   "16-bit sums clip, at some accuracy). Default: what this machine needs.")
 @click.option("--max-drop", type=float, default=None, metavar="PTS",
               help="Accuracy budget per target: keep its most sensitive layers in float until its drop fits.")
 @click.option("--min-agreement", type=float, default=None, metavar="PCT",
               help="Fidelity budget per target: its int8 top-1 must be its fp32 reference's on at least PCT % "
                    "of the eval images (with --max-drop too, both must hold).")
 @click.option("--json", "as_json", is_flag=True, help="Print the compile.json of each target.")
-def compile_cmd(target, workdir, device, batch, threads, openvino_source, max_drop, min_agreement, as_json) -> None:
+def compile_cmd(target, workdir, device, batch, threads, openvino_source, openvino_cpus, max_drop, min_agreement,
+                as_json) -> None:
     """Compile the quantized workspace for edge targets (no model argument: it reads the workspace)."""
     from .table import compile_table
 
     results = edgekit.compile(target, workdir=workdir, device=device.upper(), threads=threads, batch=batch,
-                              openvino_source=openvino_source, max_drop=max_drop, min_agreement=min_agreement,
-                              log=_stderr)
+                              openvino_source=openvino_source, openvino_cpus=openvino_cpus, max_drop=max_drop,
+                              min_agreement=min_agreement, log=_stderr)
     click.echo(json.dumps(results, indent=2) if as_json else compile_table(results))
 
 

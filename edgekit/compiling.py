@@ -35,7 +35,8 @@ VALIDATION_FILE = "validation.npz"  # the main pair's outputs on the eval images
 
 def compile_targets(target: str = "all", *, workdir: str | Path = "edgekit-out", device: str = "CPU",
                     threads: int = 0, batch: int = 1, openvino_source: str | None = None,
-                    max_drop: float | None = None, min_agreement: float | None = None, log=print) -> dict:
+                    openvino_cpus: str | None = None, max_drop: float | None = None,
+                    min_agreement: float | None = None, log=print) -> dict:
     """Compile the quantized workspace for edge targets; no model argument: it reads the workspace.
 
     target: "openvino", "arm", "jetson", a comma list, or "all" (targets that cannot be built here are skipped
@@ -43,6 +44,8 @@ def compile_targets(target: str = "all", *, workdir: str | Path = "edgekit-out",
     device: the OpenVINO device to record for bench (CPU, GPU, NPU, AUTO); validation always runs on the CPU.
     threads: runtime threads for the validation run (0: all cores). batch: the batch the TensorRT engine is tuned
         for. openvino_source: "qdq" (default, the workspace's ranges) or "nncf" (NNCF on the fp32 IR).
+    openvino_cpus: the CPUs the openvino int8 IR must sum exactly on: "vnni" (int8 dot product; GPUs, NPUs) or "all"
+        (x86 CPUs without VNNI too: weight ranges widened where their 16-bit sums clip); default: what this host needs.
     max_drop: accuracy budget per target in points: its most sensitive layers stay in float until its drop fits.
     min_agreement: the other budget (with max_drop too, both must hold): the percentage of eval images on which
         the target's int8 top-1 must equal its fp32 reference's (fallback.Budget).
@@ -57,11 +60,12 @@ def compile_targets(target: str = "all", *, workdir: str | Path = "edgekit-out",
     ws = Workspace(workdir)
     require_quantized(ws)
     with ws.writing():
-        return _compile(ws, names, target != "all", device, threads, batch, openvino_source, budget, log)
+        return _compile(ws, names, target != "all", device, threads, batch, openvino_source, openvino_cpus, budget,
+                        log)
 
 
 def _compile(ws: Workspace, names: list[str], explicit: bool, device: str, threads: int, batch: int,
-             openvino_source: str | None, budget: fallback.Budget | None, log) -> dict:
+             openvino_source: str | None, openvino_cpus: str | None, budget: fallback.Budget | None, log) -> dict:
     manifest = require_quantized(ws)  # again, under the lock: another writer may have re-quantized meanwhile
     for name in names:  # a named target that cannot run here is bad input: say so before doing any work
         reason = get_target(name).available()
@@ -72,6 +76,8 @@ def _compile(ws: Workspace, names: list[str], explicit: bool, device: str, threa
     options = {"device": device, "batch": batch}
     if openvino_source:
         options["openvino_source"] = openvino_source
+    if openvino_cpus:
+        options["openvino_cpus"] = openvino_cpus
     results = {}
     for name in names:
         tgt = get_target(name)
@@ -174,7 +180,8 @@ def _compile_one(ws, tgt, manifest, pre, calib_set, eval_set, eval_label, option
         write_json_atomic(out_dir / "compile.json", info)
         targets = dict(ws.read_manifest().get("targets", {}))
         key = stage_keys.compile_key(manifest["stages"]["quantize"].get("inputs_key"), tgt.name, options["device"],
-                                     options["batch"], options.get("openvino_source"), budget and budget.key())
+                                     options["batch"], options.get("openvino_source"), budget and budget.key(),
+                                     options.get("openvino_cpus"))
         targets[tgt.name] = {"dir": rel, "files": result.files, "options": options, "inputs_key": key,
                              "validation": {"file": f"{rel}/{VALIDATION_FILE}", "device": "CPU",
                                             "eval_key": stage_keys.workspace_eval_key(manifest)}}

@@ -117,11 +117,13 @@ class _Run:
             del gates["min_agreement"]
         for name in self._targets(c.targets):
             ckey = None if qkey is None else stage_keys.compile_key(qkey, name, c.device, c.batch, c.openvino_source,
-                                                                    budget_key(c.max_drop, c.min_agreement))
+                                                                    budget_key(c.max_drop, c.min_agreement),
+                                                                    c.openvino_cpus)
             compiled = manifest().get("targets", {}).get(name, {})
             self.decide(f"compile {name}", ckey, compiled.get("inputs_key"),
                         lambda n=name: edgekit.compile(n, workdir=ws.root, device=c.device, threads=c.threads,
                                                        batch=c.batch, openvino_source=c.openvino_source,
+                                                       openvino_cpus=c.openvino_cpus,
                                                        max_drop=c.max_drop, min_agreement=c.min_agreement,
                                                        log=self.log))
             bkey = None if ckey is None else stage_keys.bench_key(ckey, r.resolve(b.eval), b.batch, b.runs, b.warmup,

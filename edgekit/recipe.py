@@ -89,6 +89,7 @@ class CompileSpec:
     batch: int = 1
     threads: int = 0
     openvino_source: str | None = None
+    openvino_cpus: str | None = None  # vnni | all: see `edgekit compile --openvino-cpus`
     max_drop: float | None = None  # the same budget, met per target in its own mechanism
     min_agreement: float | None = None
 

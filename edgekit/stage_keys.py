@@ -51,8 +51,11 @@ def quantize_key(model_sha256: str, calib, eval, inputs_identity: dict, method: 
                   calib_size, seed, max_drop, fingerprint(labels), fingerprint(classes), *roles)
 
 
-def compile_key(quantize: str, target: str, device: str, batch: int, openvino_source, max_drop) -> str:
-    return key_of("compile", quantize, target, device, batch, openvino_source, max_drop)
+def compile_key(quantize: str, target: str, device: str, batch: int, openvino_source, max_drop,
+                openvino_cpus=None) -> str:
+    # openvino_cpus only joins the key when given, so workspaces compiled before it existed keep their keys
+    extra = () if openvino_cpus is None else (openvino_cpus,)
+    return key_of("compile", quantize, target, device, batch, openvino_source, max_drop, *extra)
 
 
 def bench_key(compile: str, eval, batch: int, runs: int, warmup: int, warmup_seconds: float,  # noqa: A002

@@ -13,7 +13,7 @@ from edgekit.data import Preprocess, open_images
 from edgekit.errors import EdgekitError
 from edgekit.ort_runner import OrtModel
 from edgekit.targets import get_target
-from edgekit.targets.openvino import OpenVINOTarget, _convert, runtime_precision
+from edgekit.targets.openvino import OpenVINOTarget, _convert, openvino_cpus, runtime_precision
 from tests.target_helpers import compile_target, eval_agreement
 
 ov = pytest.importorskip("openvino")
@@ -160,3 +160,24 @@ def test_an_image_reading_layer_that_clips_gets_headroom_where_it_needs_it(tmp_p
     inits = {i.name: numpy_helper.to_array(i) for i in built.graph.initializer}
     w = next(v for k, v in inits.items() if v.dtype == np.int8 and v.ndim == 4).astype(int)
     assert np.abs(w[1]).max() == 127 and np.abs(w[0]).max() < 127 / 1.5
+
+
+@pytest.mark.parametrize(("options", "device", "machine", "flags", "expected"), [
+    ({}, "CPU", "x86_64", {"avx2", "avx512f"}, "all"),  # Skylake-SP, Zen 3: 16-bit pair sums
+    ({}, "CPU", "x86_64", {"avx2", "avx_vnni"}, "vnni"),  # Alder Lake
+    ({}, "AUTO", "x86_64", {"avx512f", "avx512_vnni"}, "vnni"),  # Ice Lake, Zen 4
+    ({}, "CPU", "aarch64", {"asimd"}, "vnni"),  # ARM: no VPMADDUBSW
+    ({}, "GPU", "x86_64", {"avx2"}, "vnni"),  # the GPU sums in 32 bits whatever the host
+    ({"openvino_cpus": "all"}, "CPU", "x86_64", {"amx_int8"}, "all"),  # the option wins
+    ({"openvino_cpus": "vnni"}, "CPU", "x86_64", {"avx2"}, "vnni"),
+])
+def test_the_cpus_the_ir_is_exact_on_default_to_what_the_compile_host_needs(options, device, machine, flags,
+                                                                            expected):
+    cpus, why = openvino_cpus(options, device, machine, flags)
+    assert cpus == expected
+    assert why == "--openvino-cpus" if options else why.startswith("default")
+
+
+def test_an_unknown_cpu_choice_is_bad_input(quantized_workspace, tmp_path):
+    with pytest.raises(EdgekitError, match="unknown openvino_cpus 'avx2'"):
+        compile_target("openvino", quantized_workspace, tmp_path / "bad", openvino_cpus="avx2")
