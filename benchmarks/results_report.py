@@ -13,6 +13,8 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # cifar10_report.py beside this file
 from cifar10_report import cifar10_sections  # noqa: E402
 from quantize_memory import OUT_JSON as MEMORY_JSON  # noqa: E402
@@ -113,8 +115,20 @@ def labelled_goals(rows: dict) -> list[tuple[str, bool, str]]:
     if NNCF in rows and EK_OV in rows:
         ratio = rows[EK_OV]["p50_ms"] / rows[NNCF]["p50_ms"]
         out.append((f"openvino p50 <= NNCF plain (within {EQUAL_LATENCY:.2f}x)", ratio <= EQUAL_LATENCY,
-                    f"{rows[EK_OV]['p50_ms']:.3f} vs {rows[NNCF]['p50_ms']:.3f} ms ({ratio:.2f}x)"))
+                    f"{rows[EK_OV]['p50_ms']:.3f} vs {rows[NNCF]['p50_ms']:.3f} ms ({ratio:.2f}x)"
+                    + round_spread(rows[EK_OV], rows[NNCF])))
     return out
+
+
+def round_spread(a: dict, b: dict) -> str:
+    """How a/b's p50 ratio moves from one interleaved round to the next (runs that recorded each round's p50):
+    the spread the verdict's single ratio sits in, so a reader sees whether it is noise."""
+    ra, rb = a.get("p50_rounds_ms"), b.get("p50_rounds_ms")
+    if not ra or not rb or len(ra) != len(rb):
+        return ""
+    per_round = np.asarray(ra) / np.asarray(rb)
+    q1, med, q3 = np.percentile(per_round, [25, 50, 75])
+    return f"; round by round {med:.2f}x, middle half {q1:.2f}-{q3:.2f}x over {len(per_round)} rounds"
 
 
 def mcnemar_p(b: int, c: int) -> float:

@@ -35,6 +35,17 @@ def test_labelled_goals_pass_and_fail_on_the_numbers():
     assert [met for goal, met in bad.items() if "NNCF" in goal and "p50" in goal] == [True]
 
 
+def test_the_nncf_latency_verdict_shows_the_round_by_round_spread():
+    table = rows(agreement=0.992, anchor_ahead=0)
+    table[results_report.EK_OV]["p50_rounds_ms"] = [3.0, 3.3, 2.7, 3.0]
+    table[results_report.NNCF]["p50_rounds_ms"] = [3.0, 3.0, 3.0, 2.5]  # ratios 1.0, 1.1, 0.9, 1.2
+    detail = next(d for goal, _, d in results_report.labelled_goals(table) if "NNCF" in goal and "p50" in goal)
+    assert detail.endswith("round by round 1.05x, middle half 0.97-1.12x over 4 rounds")
+    del table[results_report.NNCF]["p50_rounds_ms"]  # a run from before rounds were recorded: no spread
+    detail = next(d for goal, _, d in results_report.labelled_goals(table) if "NNCF" in goal and "p50" in goal)
+    assert detail == "3.000 vs 3.100 ms (0.97x)"
+
+
 def test_memory_goals_read_gnu_time_and_judge_each_size():
     import quantize_memory
 
