@@ -193,8 +193,8 @@ def test_recovery_meets_the_budget_with_fewer_float_layers(name, hostile_models,
         result = invoke("compile", "--target", "openvino,arm,jetson", "--workdir", ws, "--json")
         assert result.exit_code == 0, result.output
         for target, info in json.loads(result.stdout).items():
-            # Rounded: a drop of exactly 1.0 point (6 of the 600 eval images, jetson on an AMD EPYC) is within the bound,
-            # not 1.0000000000000009 past it.
+            # Rounded: a drop of exactly 1.0 point (6 of the 600 eval images, jetson on an AMD EPYC) is within
+            # the bound, not 1.0000000000000009 past it.
             drop = round(100 * (info["validation"]["reference_top1"] - info["validation"]["top1"]), 9)
             assert drop <= BUDGET + 0.5, (target, drop)  # an artifact from the unadjusted graph loses ~50 points
             if not float_after:
