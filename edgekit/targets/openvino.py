@@ -93,11 +93,11 @@ class OpenVINOTarget:
         device = ctx.options.get("device", "CPU")
         if device not in NNCF_DEVICE:
             raise EdgekitError(f"unknown OpenVINO device {device!r}", f"use one of: {', '.join(NNCF_DEVICE)}")
-        cpus, chosen_by = openvino_cpus(ctx.options, device)
-        if source == "nncf":  # NNCF's own overflow fix, its default unless --openvino-cpus was given
-            cpus = ctx.options.get("openvino_cpus")
+        if source == "nncf":  # NNCF's own overflow fix: its default unless --openvino-cpus was given
+            cpus = cpus_option(ctx.options)
             chosen_by = f"NNCF OverflowFix.{NNCF_OVERFLOW_FIX[cpus]}"
         else:
+            cpus, chosen_by = openvino_cpus(ctx.options, device)
             ctx.log(f"openvino: int8 sums exact on {CPU_WORDS[cpus]} ({chosen_by})")
         notes: list[str] = []
 
@@ -157,14 +157,20 @@ CPU_WORDS = {"vnni": "CPUs with an int8 dot product (VNNI, AVX-VNNI, AMX), GPUs 
              "all": "every x86 CPU, older ones summing int8 pairs in 16 bits included"}
 
 
+def cpus_option(options: dict) -> str | None:
+    """The `openvino_cpus` option as given (None when not), checked."""
+    chosen = options.get("openvino_cpus")
+    if chosen is not None and chosen not in CPUS:
+        raise EdgekitError(f"unknown openvino_cpus {chosen!r}", f"use one of: {', '.join(CPUS)}")
+    return chosen
+
+
 def openvino_cpus(options: dict, device: str, machine: str | None = None,
                   flags: set[str] | None = None) -> tuple[str, str]:
     """The CPUs the int8 IR must sum exactly on ("vnni" or "all", see the module doc) and why: the option as given,
     else what the device needs, else what the compile host (`machine`, cpuinfo `flags`; default: this one) needs."""
-    chosen = options.get("openvino_cpus")
+    chosen = cpus_option(options)
     if chosen is not None:
-        if chosen not in CPUS:
-            raise EdgekitError(f"unknown openvino_cpus {chosen!r}", f"use one of: {', '.join(CPUS)}")
         return chosen, "--openvino-cpus"
     if device in ("GPU", "NPU"):
         return "vnni", f"default for the {device} device, which sums int8 in 32 bits"
